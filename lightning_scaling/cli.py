@@ -1,0 +1,57 @@
+"""The ``lightning-scaling`` command: extrapolate, fit-law, report.
+
+Every subcommand turns bad input into one line on stderr and exit status 2 (``CliError``);
+nothing else escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import InvalidInputError
+
+
+class CliError(Exception):
+    """Bad input for a subcommand: printed as one line, exit status 2."""
+
+
+def _cmd_extrapolate(args: argparse.Namespace) -> int:
+    from ._cli_extrapolate import run
+
+    return run(args)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-scaling",
+        description="Fit scaling laws to training curves and forecast where runs end.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extrapolate", help="fit one loss curve (CSV) and forecast it at --at X")
+    p.add_argument("file", help="CSV file with a header row")
+    p.add_argument("--x", default="step", help="column of the x axis (default: step)")
+    p.add_argument("--loss", default="loss", help="column of the loss (default: loss)")
+    p.add_argument("--lr", default=None, help="column of the learning rate at every step")
+    p.add_argument("--at", type=float, action="append", required=True,
+                   help="x at which to forecast (repeatable)")
+    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a log-log figure")
+    p.set_defaults(func=_cmd_extrapolate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, InvalidInputError, OSError) as exc:
+        print(f"lightning-scaling {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
