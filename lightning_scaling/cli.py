@@ -22,6 +22,12 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ._cli_report import run
+
+    return run(args)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-scaling",
@@ -40,6 +46,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a log-log figure")
     p.set_defaults(func=_cmd_extrapolate)
+
+    # report (issue 5)
+    p = sub.add_parser("report", help="one row per run found under a log directory")
+    p.add_argument("logdir", help="directory holding run summaries and/or TensorBoard event files")
+    p.add_argument("--tag", action="append", default=None,
+                   help="loss tag for runs without a summary (repeatable, tried in order; "
+                        "default: train_loss, loss, train/loss, val_loss, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="write every run's curve and forecast on one log-log figure")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
