@@ -28,6 +28,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_fit_law(args: argparse.Namespace) -> int:
+    from ._cli_fitlaw import run
+
+    return run(args)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-scaling",
@@ -57,6 +63,25 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="write every run's curve and forecast on one log-log figure")
     p.set_defaults(func=_cmd_report)
+
+    # fit-law (issue 7)
+    p = sub.add_parser("fit-law", help="fit L(N, D) = E + A/N^alpha + B/D^beta across runs")
+    p.add_argument("source", metavar="FILE|LOGDIR",
+                   help="CSV with one row per run, or a folder of scaling_summary.json files")
+    p.add_argument("--n", default=None, help="column of N, parameters (default: N, n_params, N_params)")
+    p.add_argument("--d", default=None, help="column of D, tokens (default: D, tokens, D_tokens)")
+    p.add_argument("--loss", default=None, help="column of the final loss, nats (default: loss)")
+    p.add_argument("--budget", type=float, action="append", default=None, metavar="C",
+                   help="compute budget in FLOPs (C = 6 N D): print the compute-optimal N, D "
+                        "and predicted loss (repeatable)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="K",
+                   help="bootstrap resamples for the intervals (default 200; 0: none)")
+    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="write IsoFLOP curves and the compute-optimal frontier (needs matplotlib)")
+    p.set_defaults(func=_cmd_fit_law)
     return parser
 
 
