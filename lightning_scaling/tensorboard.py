@@ -248,7 +248,7 @@ def _param_interval(fit: Mapping[str, Any], name: str):
     return None
 
 
-def summary_markdown(summary: Mapping[str, Any], loss_unit: str = "nats") -> str:
+def summary_markdown(summary: Mapping[str, Any], loss_unit: str = "") -> str:
     """A markdown report of a run summary (schema in docs/dev/TEAM.md): law, parameters with
     intervals, forecast vs observed final loss, compute used, warnings raised."""
     lines = [f"### Scaling law: {summary.get('run') or 'run'}", ""]
@@ -273,22 +273,24 @@ def summary_markdown(summary: Mapping[str, Any], loss_unit: str = "nats") -> str
         level = forecast.get("level")
         level_text = f"{100 * float(level):.0f}% " if isinstance(level, (int, float)) else ""
         lines.append(
-            f"**Forecast final {loss_name}:** {format_number(forecast.get('final_loss'), loss_unit)} "
+            f"- **Forecast final {loss_name}:** {format_number(forecast.get('final_loss'), loss_unit)} "
             f"({level_text}interval [{format_number(forecast.get('lower'))}, "
             f"{format_number(forecast.get('upper'))}]) at step {forecast.get('target_step', 'n/a')}, "
             f"made at step {forecast.get('step', 'n/a')}"
         )
     else:
-        lines.append("**Forecast:** none made")
-    lines.append(f"**Observed final {loss_name}:** {format_number(observed, loss_unit)}")
+        lines.append("- **Forecast:** none made")
+    lines.append(f"- **Observed final {loss_name}:** {format_number(observed, loss_unit)}")
     try:
         lo, hi = float(forecast.get("lower")), float(forecast.get("upper"))
         obs = float(observed)
         if all(math.isfinite(v) for v in (lo, hi, obs)):
             verdict = "inside" if lo <= obs <= hi else ("below" if obs < lo else "above")
-            lines.append(f"The observed final loss is **{verdict}** the forecast interval.")
+            lines.append(f"- The observed final loss is **{verdict}** the forecast interval.")
     except (TypeError, ValueError):
         pass
+    if not loss_unit:
+        lines.append(f"- Losses are in the units of `{loss_name}` (nats for a cross-entropy).")
     lines.append("")
     lines.append(
         f"**Compute used:** {format_number(summary.get('flops'), 'FLOPs')}, "

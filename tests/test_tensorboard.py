@@ -1,0 +1,107 @@
+"""Layout and writers of lightning_scaling.tensorboard, written with a real SummaryWriter and
+read back with TensorBoard's EventAccumulator."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lightning_scaling import tensorboard as tb
+
+SummaryWriter = pytest.importorskip("torch.utils.tensorboard").SummaryWriter
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.plugins.custom_scalar import layout_pb2  # noqa: E402
+
+
+def reload(path):
+    ea = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    ea.Reload()
+    return ea
+
+
+@pytest.mark.parametrize("total, unit, size", [
+    (3e17, "MFLOPs", 1e6), (5e11, "FLOPs", 1.0), (1e12, "kFLOPs", 1e3), (2e25, "PFLOPs", 1e15),
+    (0.0, "FLOPs", 1.0), (math.nan, "FLOPs", 1.0), (4e9, "tokens", 1.0),
+])
+def test_axis_unit_keeps_planned_total_below_1e12_steps(total, unit, size):
+    base = "tokens" if unit.endswith("tokens") else "FLOPs"
+    assert tb.axis_unit(total, base) == (unit, size)
+    if total > 0:
+        assert total / size < tb.MAX_AXIS_STEPS < 2**63
+
+
+def test_layout_round_trips_through_an_event_file(tmp_path):
+    tags = tb.PanelTags(observed="train_loss")
+    layout = tb.build_layout(tags, ["E", "A", "alpha"], tb.compute_axis_tag("GFLOPs"))
+    w = SummaryWriter(str(tmp_path))
+    tb.write_layout(w, layout)
+    w.close()
+    ea = reload(tmp_path)
+    (event,) = ea.Tensors(tb.LAYOUT_TAG)
+    back = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    assert back == layout
+    assert [c.title for c in back.category] == [tb.CATEGORY, tb.CATEGORY_DETAILS]
+    glance = back.category[0].chart
+    assert {c.title for c in glance} == {tb.CHART_FORECAST, tb.CHART_TREND}
+    forecast = next(c for c in glance if c.title == tb.CHART_FORECAST)
+    values = [(s.value, s.lower, s.upper) for s in forecast.margin.series]
+    assert values == [(tags.forecast, tags.forecast_lower, tags.forecast_upper),
+                      ("train_loss", "train_loss", "train_loss")]
+    detail_titles = [c.title for c in back.category[1].chart]
+    assert detail_titles[:3] == ["Fitted parameter E", "Fitted parameter A", "Fitted parameter alpha"]
+    assert "Loss vs compute (step axis = GFLOPs)" in detail_titles
+
+
+def test_missing_tags_checks_margin_tags_and_multiline_regexes():
+    tags = tb.PanelTags()
+    layout = tb.build_layout(tags, ["E"])
+    exact, regexes = tb.layout_tags(layout)
+    assert tags.forecast in exact and "^scaling/param/E$" in regexes
+    everything = exact | {tags.param("E"), tags.residual, tags.flops, tags.tokens}
+    assert tb.missing_tags(layout, everything) == []
+    assert tb.missing_tags(layout, everything - {tags.trend_upper}) == [tags.trend_upper]
+    # anchored: a longer tag does not satisfy the chart of another
+    assert tb.missing_tags(layout, (everything - {tags.param("E")}) | {"scaling/param/Ex"}) == [
+        "^scaling/param/E$"]
+
+
+def test_scalars_text_and_image_read_back(tmp_path):
+    w = SummaryWriter(str(tmp_path))
+    n = tb.write_scalars(w, 7, {"scaling/flops": 3.2e18, "scaling/tokens": None,
+                                "scaling/trend": math.nan, "scaling/param/E": np.float64(1.5)})
+    assert n == 2
+    tb.write_text(w, "scaling/summary", "### hello\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n", 9)
+    tb.write_image(w, "scaling/figure", np.zeros((20, 30, 3), dtype=np.uint8), 9)
+    w.close()
+    ea = reload(tmp_path)
+    assert set(ea.Tags()["scalars"]) == {"scaling/flops", "scaling/param/E"}
+    (flops,) = ea.Scalars("scaling/flops")
+    assert flops.step == 7 and flops.value == pytest.approx(3.2e18, rel=1e-6)  # float32 keeps 7 digits
+    (text,) = ea.Tensors("scaling/summary/text_summary")
+    assert b"### hello" in text.tensor_proto.string_val[0]
+    (img,) = ea.Images("scaling/figure")
+    assert (img.width, img.height, img.step) == (30, 20, 9)
+
+
+def summary_for_text(**over):
+    d = {
+        "run": "demo", "x_axis": "step", "loss_name": "train_loss", "steps": 1000,
+        "final_loss": 2.31, "flops": 1.2e18, "tokens": 4e9, "n_params": 1.25e8,
+        "fit": {"law": "power", "params": {"E": 1.9, "A": 120.0, "alpha": 0.31},
+                "diagnostics": {"param_intervals": {"E": [1.8, 2.0]}}},
+        "forecast": {"final_loss": 2.3, "lower": 2.25, "upper": 2.36, "level": 0.9, "step": 500,
+                     "law": "power", "target_step": 1000},
+        "warnings": ["BehindTrendWarning: loss above the band at step 700"],
+    }
+    d.update(over)
+    return d
+
+
+def test_summary_markdown_says_law_params_forecast_compute_warnings():
+    md = tb.summary_markdown(summary_for_text())
+    assert "`power`" in md and "| E | 1.9 | [1.8, 2] |" in md and "| alpha | 0.31 | not estimated |" in md
+    assert "2.3 (" in md and "units of `train_loss`" in md and "90% interval [2.25, 2.36]" in md and "**inside**" in md
+    assert "1.2e+18 FLOPs" in md and "4e+09 tokens" in md
+    assert "BehindTrendWarning" in md
+    md2 = tb.summary_markdown(summary_for_text(final_loss=2.5, warnings=[], fit=None, forecast=None))
+    assert "No fit was possible" in md2 and "**Warnings:** none" in md2 and "none made" in md2
