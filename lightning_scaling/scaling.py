@@ -540,10 +540,15 @@ def fit_scaling_law(N, D, loss, huber_delta: float = 1e-3, bootstrap: int = 0, *
     """
     t0 = time.perf_counter()
     n_arr, d_arr, l_arr, delta, bootstrap = _validate(N, D, loss, huber_delta, bootstrap)
+    # A canonical order makes the result independent of the order of the runs: where the
+    # data leave a flat valley (e.g. two model sizes), summation order would pick the point.
+    order = np.lexsort((l_arr, d_arr, n_arr))
+    inverse = np.argsort(order)
+    n_arr, d_arr, l_arr = n_arr[order], d_arr[order], l_arr[order]
     log_n, log_d = np.log(n_arr), np.log(d_arr)
     theta, obj, info, (mn, md, z_best) = _fit_points(log_n, log_d, l_arr, delta)
     params = _theta_to_params(theta)
-    resid = np.log(l_arr) - log_law(theta, log_n, log_d)
+    resid = (np.log(l_arr) - log_law(theta, log_n, log_d))[inverse]
     flags = []
     for name in ("alpha", "beta"):
         if params[name] < 0.03 or params[name] > 1.95:
