@@ -1,0 +1,250 @@
+"""Replay the development curves through a real Trainer with ScalingLawMonitor (issue 4 targets).
+
+For every curve of ../shared/data (49 runs), a ``ReplayModule`` replays the recorded loss
+(and LR schedule, where recorded) through ``pytorch_lightning.Trainer`` with the monitor:
+
+- clean: the unmodified curve. A forecast must exist at 25% of the run; no behind-trend
+  warning may fire.
+- fault: from a random step in [20%, 90%] of the run the loss is raised 3% and kept there; a
+  behind-trend warning must come within 5% of the run's steps (target: >= 90% of cases).
+- drift: from a random step in [20%, 85%] the loss rises linearly to +3% over the next 10% of
+  the run and stays there; a warning must come within 10% of the run (target >= 90%).
+- stop below: ``stop_if_forecast_above`` 2% under the true final loss; the run must stop
+  before 40% of its steps (target >= 80% of runs).
+- stop above: the target 2% above the true final loss; no run may stop.
+
+The true final loss is the README's: the mean measured loss over the last 1% of steps.
+Fractions are of the replayed trainer steps (one trainer step stands for ``stride`` recorded
+steps; see lightning_scaling/replay.py). Refits every 2% of the run, inline (deterministic).
+
+    python benchmarks/replay.py                 # everything, 2 processes
+    python benchmarks/replay.py --sets gemstones --trials 1 --jobs 1
+    python benchmarks/replay.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _curves import load_sets, split_case  # noqa: E402
+
+FAULT = 0.03  # relative loss increase of the fault and of the drift's end
+FAULT_WINDOW = 0.05  # detection deadline, fraction of the run
+DRIFT_LENGTH = 0.10
+DRIFT_WINDOW = 0.10
+STOP_BEFORE = 0.40
+STOP_MARGIN = 0.02
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    warnings.filterwarnings("ignore", module="lightning_fabric")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*(num_workers|does not have many workers|LeafSpec|training_step. returned .None.).*")
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning_scaling"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_one(curve, *, perturb=None, stop_target=None, refit_fraction=0.02, x_axis=None):
+    """One replay through a real Trainer; returns the monitor and the module."""
+    import pytorch_lightning as pl
+
+    from lightning_scaling import ScalingLawMonitor
+    from lightning_scaling.errors import BehindTrendWarning
+    from lightning_scaling.replay import ReplayModule
+
+    info = curve.info
+    tps = float(info["tokens_per_step"]) if info.get("tokens_per_step") else None
+    n_params = float(info["n_params"]) if info.get("n_params") else None
+    module = ReplayModule(
+        {"step": curve.step, "tokens": curve.tokens, "loss": curve.loss, "lr": curve.lr},
+        tokens_per_step=tps,
+        n_params=n_params,
+        perturb=perturb,
+        final_step=curve.final_step,
+    )
+    mon = ScalingLawMonitor(
+        x_axis=x_axis or curve.x_axis,
+        refit_every=max(1, int(round(refit_fraction * module.n_steps))),
+        background=False,
+        stop_if_forecast_above=stop_target,
+        write_summary=False,
+        log_metrics=False,
+    )
+    trainer = pl.Trainer(
+        max_steps=module.n_steps,
+        callbacks=[mon],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BehindTrendWarning)
+        trainer.fit(module)
+    behind = [w for w in caught if issubclass(w.category, BehindTrendWarning)]
+    return mon, module, trainer, len(behind)
+
+
+def _behind_steps(mon) -> list[int]:
+    out = []
+    for w in mon.warnings_emitted:
+        if "behind trend" in w and w.startswith("step "):
+            out.append(int(w.split(":")[0].split()[1]))
+    return out
+
+
+def evaluate_curve(curve, trials: int, seed: int) -> dict:
+    _quiet()
+    rng = np.random.default_rng(seed)
+    truth = split_case(curve, 1.0).truth
+    t0 = time.perf_counter()
+    row: dict = {"set": curve.set, "run": curve.run}
+
+    # clean
+    mon, module, trainer, n_behind = run_one(curve)
+    n = module.n_steps
+    row["n_steps"], row["stride"] = n, module.stride
+    at25 = [f for f in mon.forecasts if f.step <= 0.25 * n and math.isfinite(f.final_loss)]
+    row["forecast_at_25"] = bool(at25)
+    row["err_at_25"] = abs(at25[-1].final_loss - truth) / truth if at25 else None
+    row["in_interval_at_25"] = bool(at25 and at25[-1].lower <= truth <= at25[-1].upper)
+    row["clean_behind_warnings"] = n_behind
+    row["clean_behind_steps"] = [s / n for s in _behind_steps(mon)]
+    row["law_at_25"] = at25[-1].law if at25 else None
+
+    # faults and drifts
+    faults, drifts = [], []
+    for _ in range(trials):
+        start = int(rng.uniform(0.2, 0.9) * n)
+        rec_start = module.recorded_step(start)
+
+        def fault(rec_step, loss, s=rec_start):
+            return loss * (1 + FAULT) if rec_step >= s else loss
+
+        mon, _, _, _ = run_one(curve, perturb=fault)
+        hits = [s for s in _behind_steps(mon) if s >= start]
+        early = [s for s in _behind_steps(mon) if s < start]
+        delay = (hits[0] - start) / n if hits else None
+        faults.append({"start": start / n, "delay": delay, "false_before": len(early),
+                       "detected": delay is not None and delay <= FAULT_WINDOW})
+
+        dstart = int(rng.uniform(0.2, 0.85) * n)
+        rec_d = module.recorded_step(dstart)
+        ramp = DRIFT_LENGTH * module.recorded_step(n)
+
+        def drift(rec_step, loss, s=rec_d, r=ramp):
+            return loss * (1 + FAULT * min(1.0, max(0.0, (rec_step - s) / r)))
+
+        mon, _, _, _ = run_one(curve, perturb=drift)
+        hits = [s for s in _behind_steps(mon) if s >= dstart]
+        early = [s for s in _behind_steps(mon) if s < dstart]
+        delay = (hits[0] - dstart) / n if hits else None
+        drifts.append({"start": dstart / n, "delay": delay, "false_before": len(early),
+                       "detected": delay is not None and delay <= DRIFT_WINDOW})
+    row["faults"], row["drifts"] = faults, drifts
+
+    # stopping
+    mon, _, trainer, _ = run_one(curve, stop_target=truth * (1 - STOP_MARGIN))
+    row["stop_below_step"] = None if mon.stopped_step is None else mon.stopped_step / n
+    row["stop_below_ok"] = mon.stopped_step is not None and mon.stopped_step < STOP_BEFORE * n
+    mon, _, trainer, _ = run_one(curve, stop_target=truth * (1 + STOP_MARGIN))
+    row["stop_above_step"] = None if mon.stopped_step is None else mon.stopped_step / n
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    faults = [f for r in rows for f in r["faults"]]
+    drifts = [d for r in rows for d in r["drifts"]]
+    errs = [r["err_at_25"] for r in rows if r["err_at_25"] is not None]
+    return {
+        "curves": len(rows),
+        "forecast_at_25": sum(r["forecast_at_25"] for r in rows),
+        "median_rel_error_at_25": float(np.median(errs)) if errs else None,
+        "p90_rel_error_at_25": float(np.percentile(errs, 90)) if errs else None,
+        "interval_holds_truth_at_25": sum(r["in_interval_at_25"] for r in rows),
+        "clean_runs_with_behind_warning": sum(r["clean_behind_warnings"] > 0 for r in rows),
+        "clean_behind_warnings": sum(r["clean_behind_warnings"] for r in rows),
+        "fault_cases": len(faults),
+        "fault_detected_within_5pct": sum(f["detected"] for f in faults),
+        "fault_false_alarm_before": sum(f["false_before"] > 0 for f in faults),
+        "drift_cases": len(drifts),
+        "drift_detected_within_10pct": sum(d["detected"] for d in drifts),
+        "stop_below_before_40pct": sum(r["stop_below_ok"] for r in rows),
+        "stop_above_stopped": sum(r["stop_above_step"] is not None for r in rows),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="folder holding curves/ (default ../shared/data)")
+    ap.add_argument("--sets", nargs="*", default=None, help="only these sets")
+    ap.add_argument("--runs", nargs="*", default=None, help="only runs whose name contains one of these")
+    ap.add_argument("--trials", type=int, default=2, help="fault and drift trials per curve")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write every row and the summary here")
+    args = ap.parse_args(argv)
+
+    curves = load_sets(args.data, args.sets)
+    if args.runs:
+        curves = [c for c in curves if any(r in c.run for r in args.runs)]
+    t0 = time.perf_counter()
+    seeds = [args.seed * 1000 + i for i in range(len(curves))]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(evaluate_curve, curves, [args.trials] * len(curves), seeds))
+    else:
+        rows = [evaluate_curve(c, args.trials, s) for c, s in zip(curves, seeds)]
+    for r in rows:
+        f_ok = sum(f["detected"] for f in r["faults"])
+        d_ok = sum(d["detected"] for d in r["drifts"])
+        err = "  -  " if r["err_at_25"] is None else f"{100 * r['err_at_25']:5.1f}%"
+        stop = "-" if r["stop_below_step"] is None else f"{r['stop_below_step']:.2f}"
+        above = "-" if r["stop_above_step"] is None else f"{r['stop_above_step']:.2f}"
+        print(f"{r['set']:15s} {r['run'][:36]:36s} steps {r['n_steps']:5d} err@25 {err} "
+              f"clean-warn {r['clean_behind_warnings']} fault {f_ok}/{len(r['faults'])} "
+              f"drift {d_ok}/{len(r['drifts'])} stop<{stop} stop>{above} ({r['seconds']:.0f}s)")
+    s = summarize(rows)
+    s["seconds"] = round(time.perf_counter() - t0, 1)
+    print()
+    print(f"forecast at 25% exists:          {s['forecast_at_25']}/{s['curves']} curves")
+    print(f"  |error| at 25% median / p90:   {100 * (s['median_rel_error_at_25'] or 0):.2f}% / "
+          f"{100 * (s['p90_rel_error_at_25'] or 0):.2f}% of the true final loss; interval holds truth "
+          f"{s['interval_holds_truth_at_25']}/{s['curves']}")
+    print(f"behind-trend warnings, clean:    {s['clean_behind_warnings']} "
+          f"(in {s['clean_runs_with_behind_warning']} of {s['curves']} runs)   target 0")
+    print(f"fault +3% detected within 5%:    {s['fault_detected_within_5pct']}/{s['fault_cases']} "
+          f"({100 * s['fault_detected_within_5pct'] / max(1, s['fault_cases']):.0f}%)   target >= 90%"
+          f"   [false alarm before the fault in {s['fault_false_alarm_before']}]")
+    print(f"drift +3%/10% detected within 10%: {s['drift_detected_within_10pct']}/{s['drift_cases']} "
+          f"({100 * s['drift_detected_within_10pct'] / max(1, s['drift_cases']):.0f}%)   target >= 90%")
+    print(f"stop, target 2% under truth:     {s['stop_below_before_40pct']}/{s['curves']} stopped before 40% "
+          f"({100 * s['stop_below_before_40pct'] / max(1, s['curves']):.0f}%)   target >= 80%")
+    print(f"stop, target 2% above truth:     {s['stop_above_stopped']}/{s['curves']} stopped   target 0")
+    print(f"wall time {s['seconds']} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"summary": s, "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

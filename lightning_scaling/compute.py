@@ -1,0 +1,367 @@
+"""Compute accounting: cumulative optimizer steps, micro-batches, samples, tokens and FLOPs.
+
+Where each number comes from, in order of preference:
+
+- FLOPs per micro-batch (forward + backward, one process): the ``flops_per_batch=`` argument;
+  the module's ``flops_per_batch`` attribute (the convention of Lightning's
+  ``ThroughputMonitor``); one forward pass measured with ``torch.utils.flop_counter`` on the
+  meta device (no real arithmetic), times 3 for forward plus backward; else ``6 * N * tokens``
+  with N the non-embedding parameters (Kaplan et al. 2020: 2N per token forward, 4N backward).
+- Tokens per micro-batch: the ``tokens_per_batch=`` argument (an int, or a callable on the
+  batch); the module's ``tokens_per_batch`` attribute; else the element count of the batch's
+  integer input tensor (``input_ids`` in a dict batch, else the first integer tensor found:
+  for an ``(x, y)`` language-model batch, x).
+
+Every micro-batch under gradient accumulation counts, and under data parallelism each count
+is multiplied by the world size (every process is assumed to see batches of the same shape).
+Torch is imported lazily: only the functions that inspect a module or a batch need it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import InvalidInputError
+
+_STATE_FORMAT = "lightning-scaling/compute"
+_STATE_VERSION = 1
+
+
+# -- inspecting modules and batches ----------------------------------------------------------
+def count_parameters(module: Any) -> tuple[int, int]:
+    """(all parameters, non-embedding parameters) of a torch module, shared tensors once.
+
+    Non-embedding means every parameter except the weights of ``torch.nn.Embedding`` modules
+    (token and learned position tables): the N of Kaplan et al. and of Chinchilla. A weight
+    tied between an embedding and an output layer counts as an embedding.
+    """
+    import torch
+
+    embedding_ids = {
+        id(m.weight) for m in module.modules() if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+    }
+    seen: set[int] = set()
+    total = non_embedding = 0
+    for p in module.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if id(p) not in embedding_ids:
+            non_embedding += p.numel()
+    return total, non_embedding
+
+
+def _iter_tensors(batch: Any):
+    """Tensors of a (nested) batch in a stable order: dict keys as given, sequences in order."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif isinstance(batch, Mapping):
+        for v in batch.values():
+            yield from _iter_tensors(v)
+    elif isinstance(batch, (list, tuple)):
+        for v in batch:
+            yield from _iter_tensors(v)
+
+
+def infer_tokens(batch: Any) -> int | None:
+    """Tokens in one micro-batch: ``input_ids`` of a dict batch, else the first integer tensor.
+
+    None when the batch holds no integer tensor (the run is then not a token model, or the
+    caller must say: ``tokens_per_batch=``).
+    """
+    import torch
+
+    if isinstance(batch, Mapping) and isinstance(batch.get("input_ids"), torch.Tensor):
+        return int(batch["input_ids"].numel())
+    for t in _iter_tensors(batch):
+        if not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool:
+            return int(t.numel())
+    return None
+
+
+def infer_samples(batch: Any) -> int | None:
+    """Samples in one micro-batch: the leading dimension of the first tensor with one."""
+    for t in _iter_tensors(batch):
+        if t.dim() > 0:
+            return int(t.shape[0])
+    return None
+
+
+def _forward_inputs(batch: Any) -> tuple[tuple, dict]:
+    """How a module's forward is called on a batch, by the common conventions.
+
+    A tensor: ``forward(batch)``; a dict: ``forward(**batch)`` (Hugging Face style); a list or
+    tuple: ``forward(batch[0])`` (the ``(inputs, targets)`` convention).
+    """
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return (batch,), {}
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
+    if isinstance(batch, (list, tuple)) and batch:
+        return (batch[0],), {}
+    raise InvalidInputError(f"cannot tell how to call forward on a batch of type {type(batch).__name__}")
+
+
+def measure_flops_per_batch(module: Any, batch: Any) -> float:
+    """FLOPs of forward + backward on one micro-batch, measured on the meta device.
+
+    The module's parameters, buffers and the batch are replaced by meta tensors (shapes only,
+    no memory, no arithmetic) and one forward pass runs under
+    ``torch.utils.flop_counter.FlopCounterMode``; backward is taken as twice the forward, the
+    usual estimate (Lightning's ``measure_flops`` counts it instead, at the price of a real
+    pass). Raises whatever the module raises when it cannot run on meta tensors (for example
+    a forward that calls ``.item()``); callers fall back to ``6 * N * tokens``.
+    """
+    import torch
+    from torch.func import functional_call
+    from torch.utils._pytree import tree_map
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def to_meta(x):
+        return x.to("meta") if isinstance(x, torch.Tensor) else x
+
+    args, kwargs = _forward_inputs(batch)
+    args, kwargs = tree_map(to_meta, (args, kwargs))
+    state = {k: v.to("meta") for k, v in module.named_parameters(remove_duplicate=False)}
+    state.update({k: v.to("meta") for k, v in module.named_buffers(remove_duplicate=False)})
+    counter = FlopCounterMode(display=False)
+    was_training = module.training
+    try:
+        with torch.no_grad(), counter:
+            functional_call(module, state, args, kwargs, tie_weights=True, strict=False)
+    finally:
+        module.train(was_training)
+    forward = float(counter.get_total_flops())
+    if not forward > 0:
+        raise InvalidInputError("the measured forward pass counted no FLOPs (no matmul or convolution ran)")
+    return 3.0 * forward
+
+
+# -- the running count ---------------------------------------------------------------------
+class ComputeCounter:
+    """Cumulative compute of a run, with where each rate came from.
+
+    Args:
+        flops_per_batch: FLOPs of forward + backward of one micro-batch on one process.
+        tokens_per_batch: tokens of one micro-batch on one process: an int, or a callable
+            ``f(batch) -> int``.
+
+    Attributes (cumulative over all processes, plain Python numbers):
+        steps: optimizer steps; micro_batches: micro-batches per process;
+        samples: samples (NaN when no tensor in the batch has a leading dimension);
+        tokens: tokens (NaN while unknown); flops: FLOPs (NaN while unknown).
+        flops_source, tokens_source: one line each saying where the rate came from.
+        n_params, n_params_non_embedding: of the module, counted at ``setup``.
+    """
+
+    def __init__(
+        self,
+        flops_per_batch: float | None = None,
+        tokens_per_batch: int | Callable[[Any], int] | None = None,
+    ):
+        if flops_per_batch is not None and not (_is_number(flops_per_batch) and flops_per_batch > 0):
+            raise InvalidInputError(f"flops_per_batch must be a positive number of FLOPs, got {flops_per_batch!r}")
+        if tokens_per_batch is not None and not callable(tokens_per_batch):
+            if not (_is_number(tokens_per_batch) and tokens_per_batch > 0):
+                raise InvalidInputError(
+                    f"tokens_per_batch must be a positive int or a callable on the batch, got {tokens_per_batch!r}"
+                )
+        self._flops_arg = flops_per_batch
+        self._tokens_arg = tokens_per_batch
+        self.world_size = 1
+        self.n_params: int | None = None
+        self.n_params_non_embedding: int | None = None
+        self.flops_source = "unknown (no batch seen yet)"
+        self.tokens_source = "unknown (no batch seen yet)"
+        self._flops_rate: float | None = None  # FLOPs per micro-batch, or ...
+        self._flops_per_token: float | None = None  # ... FLOPs per token when tokens vary
+        self._tokens_rule: Callable[[Any], int | None] | None = None
+        self._resolved = False
+        self.steps = 0
+        self.micro_batches = 0
+        self.samples = 0.0
+        self.tokens = math.nan
+        self.flops = math.nan
+
+    def setup(self, module: Any, world_size: int = 1) -> None:
+        """Count the module's parameters and remember the world size (call once per fit)."""
+        self.world_size = max(1, int(world_size))
+        try:
+            self.n_params, self.n_params_non_embedding = count_parameters(module)
+        except Exception:  # a module without parameters() is unusual but not our business
+            self.n_params = self.n_params_non_embedding = None
+        self._resolved = False
+
+    def _resolve(self, module: Any, batch: Any) -> None:
+        """Decide, on the first micro-batch, where tokens and FLOPs come from."""
+        self._resolved = True
+        # tokens
+        module_tokens = getattr(module, "tokens_per_batch", None)
+        if self._tokens_arg is not None:
+            rule = self._tokens_arg
+            self._tokens_rule = rule if callable(rule) else (lambda _b, n=int(rule): n)
+            self.tokens_source = "tokens_per_batch= (callable)" if callable(rule) else "tokens_per_batch= argument"
+        elif module_tokens is not None and (callable(module_tokens) or _is_number(module_tokens)):
+            rule = module_tokens
+            self._tokens_rule = rule if callable(rule) else (lambda _b, n=int(rule): n)
+            self.tokens_source = "module attribute tokens_per_batch"
+        elif infer_tokens(batch) is not None:
+            self._tokens_rule = infer_tokens
+            self.tokens_source = "inferred: element count of the batch's integer input tensor"
+        else:
+            self._tokens_rule = None
+            self.tokens_source = "unknown: no integer input tensor (pass tokens_per_batch=)"
+        tokens0 = self._tokens_of(batch)
+        # FLOPs
+        module_flops = getattr(module, "flops_per_batch", None)
+        if self._flops_arg is not None:
+            self._flops_rate = float(self._flops_arg)
+            self.flops_source = "flops_per_batch= argument"
+        elif _is_number(module_flops) and module_flops > 0:
+            self._flops_rate = float(module_flops)
+            self.flops_source = "module attribute flops_per_batch"
+        else:
+            measured, why = None, ""
+            try:
+                measured = measure_flops_per_batch(module, batch)
+            except Exception as exc:  # the fallback below is the documented answer
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+            if measured is not None:
+                if tokens0:
+                    self._flops_per_token = measured / tokens0
+                else:
+                    self._flops_rate = measured
+                self.flops_source = "measured: torch.utils.flop_counter, one forward on the meta device x3"
+            elif tokens0 and self.n_params_non_embedding:
+                self._flops_per_token = 6.0 * self.n_params_non_embedding
+                self.flops_source = (
+                    f"6*N*tokens with N = {self.n_params_non_embedding:,} non-embedding parameters"
+                    + (f" (measurement failed: {why})" if why else "")
+                )
+            else:
+                self.flops_source = "unknown: cannot measure and no token count (pass flops_per_batch=)" + (
+                    f" (measurement failed: {why})" if why else ""
+                )
+
+    def _tokens_of(self, batch: Any) -> int | None:
+        if self._tokens_rule is None:
+            return None
+        n = self._tokens_rule(batch)
+        return None if n is None else int(n)
+
+    def count_micro_batch(self, module: Any, batch: Any) -> None:
+        """Add one micro-batch of every process (call on every rank, once per batch)."""
+        if not self._resolved:
+            self._resolve(module, batch)
+        w = self.world_size
+        self.micro_batches += 1
+        n_samples = infer_samples(batch)
+        if n_samples is not None:
+            self.samples += n_samples * w
+        tokens = self._tokens_of(batch)
+        if tokens is not None:
+            self.tokens = (0.0 if math.isnan(self.tokens) else self.tokens) + tokens * w
+        flops = None
+        if self._flops_rate is not None:
+            flops = self._flops_rate
+        elif self._flops_per_token is not None and tokens is not None:
+            flops = self._flops_per_token * tokens
+        if flops is not None:
+            self.flops = (0.0 if math.isnan(self.flops) else self.flops) + flops * w
+
+    def totals(self) -> dict[str, float]:
+        return {
+            "steps": float(self.steps),
+            "micro_batches": float(self.micro_batches),
+            "samples": float(self.samples),
+            "tokens": float(self.tokens),
+            "flops": float(self.flops),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python numbers only (weights_only-safe). Rates are re-resolved on resume."""
+        return {
+            "format": _STATE_FORMAT,
+            "version": _STATE_VERSION,
+            "steps": int(self.steps),
+            "micro_batches": int(self.micro_batches),
+            "samples": float(self.samples),
+            "tokens": float(self.tokens),
+            "flops": float(self.flops),
+            "flops_source": self.flops_source,
+            "tokens_source": self.tokens_source,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != _STATE_FORMAT:
+            raise InvalidInputError("not a ComputeCounter state (missing or wrong 'format')")
+        if int(state.get("version", 0)) > _STATE_VERSION:
+            raise InvalidInputError(
+                f"compute state version {state['version']} is newer than this lightning-scaling understands"
+            )
+        self.steps = int(state["steps"])
+        self.micro_batches = int(state["micro_batches"])
+        self.samples = float(state["samples"])
+        self.tokens = float(state["tokens"])
+        self.flops = float(state["flops"])
+        self.flops_source = str(state.get("flops_source", self.flops_source))
+        self.tokens_source = str(state.get("tokens_source", self.tokens_source))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# -- steps <-> compute -----------------------------------------------------------------------
+def project_compute(steps, compute, target_step: float, recent: int = 64) -> float:
+    """Cumulative compute (tokens or FLOPs) at ``target_step``, from its history in steps.
+
+    Inside the history: linear interpolation. Beyond it: the last value plus the compute per
+    step of the last ``recent`` stored points (constant batches make this exact). NaN when the
+    compute is unknown.
+    """
+    import numpy as np
+
+    s = np.asarray(steps, dtype=float)
+    c = np.asarray(compute, dtype=float)
+    good = np.isfinite(s) & np.isfinite(c)
+    s, c = s[good], c[good]
+    if s.size == 0:
+        return math.nan
+    if target_step <= s[-1]:
+        return float(np.interp(target_step, s, c))
+    lo = max(0, s.size - recent)
+    if s.size - lo >= 2 and s[-1] > s[lo]:
+        rate = (c[-1] - c[lo]) / (s[-1] - s[lo])
+    else:
+        rate = c[-1] / s[-1] if s[-1] > 0 else math.nan
+    return float(c[-1] + rate * (target_step - s[-1]))
+
+
+def step_at_compute(steps, compute, target_compute: float, recent: int = 64) -> float:
+    """The optimizer step where cumulative compute reaches ``target_compute`` (inverse of above)."""
+    import numpy as np
+
+    s = np.asarray(steps, dtype=float)
+    c = np.asarray(compute, dtype=float)
+    good = np.isfinite(s) & np.isfinite(c)
+    s, c = s[good], c[good]
+    if s.size == 0 or not math.isfinite(target_compute):
+        return math.nan if not math.isinf(target_compute) else math.inf
+    if target_compute <= c[-1]:
+        return float(np.interp(target_compute, c, s))
+    lo = max(0, s.size - recent)
+    if s.size - lo >= 2 and c[-1] > c[lo]:
+        rate = (c[-1] - c[lo]) / (s[-1] - s[lo])
+    else:
+        rate = c[-1] / s[-1] if s[-1] > 0 else math.nan
+    if not rate > 0:
+        return math.nan
+    return float(s[-1] + (target_compute - c[-1]) / rate)

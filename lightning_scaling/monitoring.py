@@ -1,0 +1,606 @@
+"""Pure decision logic of the monitor: forecasts, behind-trend and divergence detection, stops.
+
+Nothing here knows Lightning. The callback feeds observations and fits in, and turns what
+comes out (events, ``(decision, reason)`` pairs) into warnings, logs and ``trainer.should_stop``.
+
+- ``make_forecast``: one refit of the bounded history and its forecast at the planned end.
+- ``TrendDetector``: compares each new observation with the band of a fit made *before* it;
+  the smoothed excess over the band's upper end must stay positive for ``patience`` checks.
+- ``DivergenceDetector``: non-finite losses and sudden spikes.
+- ``evaluate_stopping_criteria``: the stop rules, each off unless asked for.
+- ``RefitRunner``: runs a refit on a background thread so no training step waits for it.
+
+Losses are in the units of the monitored metric (nats for a cross-entropy); steps are
+optimizer steps; tokens and FLOPs are cumulative over all processes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+AXES = ("step", "tokens", "flops")
+
+
+# -- plain-Python conversion (checkpoints load with weights_only=True) ----------------------
+def plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain Python (dict/list/str/int/float/bool/None), numpy and tensors included."""
+    if depth > 20:
+        return str(value)
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [plain(v, depth + 1) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {str(k): plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, deque)):
+        return [plain(v, depth + 1) for v in value]
+    if hasattr(value, "tolist"):  # torch tensors without importing torch
+        try:
+            return plain(value.tolist(), depth + 1)
+        except Exception:
+            pass
+    return str(value)
+
+
+def _f(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# -- forecasts ------------------------------------------------------------------------------
+@dataclass
+class Forecast:
+    """One forecast of the run's loss, made from the observations up to ``step``.
+
+    Attributes:
+        step: optimizer step of the newest observation the fit used.
+        final_loss: expected loss at ``target_step`` (loss units; NaN when the planned end is
+            unknown or the fit failed).
+        lower, upper: the ``level`` prediction interval at ``target_step``.
+        level: the interval's probability content.
+        law: name of the fitted law ("none" when no fit was possible).
+        target_step: the planned last optimizer step, or None when unknown.
+        x_axis: the axis the fit ran on ("step", "tokens" or "flops").
+        tokens, flops: cumulative tokens / FLOPs at ``step`` (NaN when unknown).
+        target_tokens, target_flops: the same projected to ``target_step``.
+        target_loss: the loss the ``*_to_target`` numbers aim at (None when not asked).
+        steps_to_target, tokens_to_target, flops_to_target: cumulative optimizer steps,
+            tokens and FLOPs at which the expected loss reaches ``target_loss`` (inf: never
+            on this law; NaN: unknown).
+        diagnostics: the fit's diagnostics plus the monitor's (points used, schedule, timing).
+        fit: the ``CurveFit`` itself (not part of ``to_dict``).
+    """
+
+    step: int
+    final_loss: float
+    lower: float
+    upper: float
+    level: float
+    law: str
+    target_step: int | None
+    x_axis: str = "step"
+    tokens: float = math.nan
+    flops: float = math.nan
+    target_tokens: float = math.nan
+    target_flops: float = math.nan
+    target_loss: float | None = None
+    steps_to_target: float = math.nan
+    tokens_to_target: float = math.nan
+    flops_to_target: float = math.nan
+    diagnostics: dict = field(default_factory=dict)
+    fit: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self, diagnostics: bool = True) -> dict[str, Any]:
+        """Plain-Python dict (the run summary's forecast entry plus the extra keys above)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("fit", "diagnostics")}
+        d = plain(d)
+        if diagnostics:
+            d["diagnostics"] = plain(self.diagnostics)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], fit: Any = None) -> "Forecast":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "fit"}
+        out = cls(**known)
+        out.fit = fit
+        return out
+
+
+def make_forecast(
+    arrays: dict[str, np.ndarray],
+    *,
+    fit_fn: Callable[..., Any],
+    x_axis: str = "step",
+    target_step: float | None = None,
+    lr: np.ndarray | None = None,
+    level: float = 0.9,
+    target_loss: float | None = None,
+    extra_diagnostics: dict | None = None,
+) -> Forecast:
+    """Refit the history and forecast the loss at ``target_step``.
+
+    Args:
+        arrays: ``LossHistory.arrays()`` (step, tokens, flops, loss, ...).
+        fit_fn: ``lightning_scaling.fit_curve`` (passed in so this stays testable).
+        x_axis: the axis to fit on. With ``lr`` given the fit always runs on the optimizer
+            step (a schedule is defined per step) and compute is converted through the
+            recorded compute per step.
+        target_step: the planned last optimizer step, or None (no end-of-run forecast).
+        lr: the LR at every optimizer step 0..target_step, or None.
+        level: the interval level.
+        target_loss: also say the compute at which the expected loss reaches this.
+    """
+    from .compute import project_compute, step_at_compute
+
+    steps = arrays["step"]
+
+    def points(axis: str, rounded: bool) -> tuple[np.ndarray, np.ndarray]:
+        x = arrays[axis] if axis != "step" else (np.rint(steps) if rounded else steps)
+        good = np.isfinite(x) & np.isfinite(arrays["loss"])
+        return x[good], arrays["loss"][good]
+
+    t0 = time.perf_counter()
+    fallback = None
+    fit = None
+    if lr is not None:
+        fit_axis = "step"
+        x_fit, y_fit = points("step", rounded=True)
+        try:
+            fit = fit_fn(x_fit, y_fit, lr=lr)
+        except InvalidInputError as exc:
+            fallback = f"schedule-aware fit refused the data ({exc}); fitted without the schedule"
+        else:
+            if not getattr(fit, "ok", False):
+                reason = (getattr(fit, "diagnostics", {}) or {}).get("reason", "not ok")
+                fallback = f"schedule-aware fit failed ({reason}); fitted without the schedule"
+    if fit is None or fallback is not None:
+        fit_axis = x_axis
+        x_fit, y_fit = points(x_axis, rounded=False)
+        fit = fit_fn(x_fit, y_fit)
+    fit_seconds = time.perf_counter() - t0
+
+    step_now = int(round(float(steps[-1]))) if steps.size else 0
+    tokens_now = float(arrays["tokens"][-1]) if steps.size else math.nan
+    flops_now = float(arrays["flops"][-1]) if steps.size else math.nan
+
+    def to_axis(step_value: float) -> float:
+        if fit_axis == "step":
+            return step_value
+        return project_compute(steps, arrays[fit_axis], step_value)
+
+    final = lower = upper = math.nan
+    target_tokens = target_flops = math.nan
+    if target_step is not None and math.isfinite(target_step):
+        x_end = to_axis(float(target_step))
+        if math.isfinite(x_end) and fit.ok:
+            final = _f(fit.predict(x_end))
+            lo, hi = fit.interval(x_end, level=level)
+            lower, upper = _f(lo), _f(hi)
+        target_tokens = project_compute(steps, arrays["tokens"], float(target_step))
+        target_flops = project_compute(steps, arrays["flops"], float(target_step))
+
+    steps_to = tokens_to = flops_to = math.nan
+    if target_loss is not None and fit.ok:
+        x_target = _f(fit.x_at(float(target_loss)))
+        if math.isinf(x_target):
+            steps_to = tokens_to = flops_to = math.inf
+        elif math.isfinite(x_target):
+            steps_to = x_target if fit_axis == "step" else step_at_compute(steps, arrays[fit_axis], x_target)
+            tokens_to = project_compute(steps, arrays["tokens"], steps_to) if math.isfinite(steps_to) else math.nan
+            flops_to = project_compute(steps, arrays["flops"], steps_to) if math.isfinite(steps_to) else math.nan
+
+    diagnostics = dict(plain(getattr(fit, "diagnostics", {}) or {}))
+    diagnostics.update(
+        {
+            "monitor_points": int(x_fit.size),
+            "monitor_fit_axis": fit_axis,
+            "monitor_fit_seconds": round(fit_seconds, 6),
+        }
+    )
+    if fallback:
+        diagnostics["monitor_schedule_fallback"] = fallback
+    if extra_diagnostics:
+        diagnostics.update(plain(extra_diagnostics))
+    return Forecast(
+        step=step_now,
+        final_loss=final,
+        lower=lower,
+        upper=upper,
+        level=float(level),
+        law=str(getattr(fit, "law", "none")),
+        target_step=None if target_step is None or not math.isfinite(target_step) else int(target_step),
+        x_axis=fit_axis,
+        tokens=tokens_now,
+        flops=flops_now,
+        target_tokens=target_tokens,
+        target_flops=target_flops,
+        target_loss=None if target_loss is None else float(target_loss),
+        steps_to_target=float(steps_to),
+        tokens_to_target=float(tokens_to),
+        flops_to_target=float(flops_to),
+        diagnostics=diagnostics,
+        fit=fit,
+    )
+
+
+# -- robust noise --------------------------------------------------------------------------
+def robust_noise(values) -> float:
+    """Noise scale (standard deviation) of a slowly moving series from its first differences.
+
+    The median absolute deviation of the differences, divided by sqrt(2) (a difference holds
+    two draws) and scaled to a normal's standard deviation; a trend costs it nothing.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size < 4:
+        return 0.0
+    d = np.diff(v)
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return 1.4826 * mad / math.sqrt(2.0)
+
+
+# -- behind the trend ----------------------------------------------------------------------
+@dataclass
+class TrendEvent:
+    """The run fell behind its trend (emitted once per episode)."""
+
+    step: int
+    since_step: int
+    smoothed_loss: float
+    threshold: float
+    expected: float
+    excess: float  # smoothed loss minus the band's upper end, loss units
+    excess_relative: float  # excess / expected
+    reference_step: int  # the newest step the reference fit had seen
+    level: float
+
+    def message(self) -> str:
+        return (
+            f"the smoothed loss {self.smoothed_loss:.4g} at step {self.step:,} is {self.excess:.3g} "
+            f"({100 * self.excess_relative:.1f}%) above the upper end of the {100 * self.level:.0f}% band "
+            f"forecast from the data up to step {self.reference_step:,} (expected {self.expected:.4g}); "
+            f"behind since step {self.since_step:,}"
+        )
+
+
+class TrendDetector:
+    """Is the run falling behind the trend forecast before its newest observations?
+
+    Each observation at x is compared with the reference fit: a fit made from data that
+    ended before it. The threshold at x is the larger of the fit's band upper end and the
+    expected loss plus ``z`` standard errors of a ``window``-point mean (noise measured from
+    the recent losses), plus ``min_excess`` times the expected loss (a margin for the
+    systematic misfit of a law extrapolated a short way). The check is positive when the
+    mean of the last ``window`` losses exceeds the mean of their thresholds; ``patience``
+    positive checks in a row start an episode, reported once. While checks are positive the
+    reference is frozen, so the fit cannot absorb the shift it is testing; it follows the
+    newest fit again once the run is back within the band.
+
+    Args:
+        patience: consecutive positive checks before an episode starts.
+        window: observations in the smoothed loss.
+        min_excess: relative margin over the band (0.01 = 1% of the expected loss).
+        level: the band level.
+        z: standard errors of the smoothed loss allowed above the expected loss.
+    """
+
+    def __init__(self, patience: int = 3, window: int = 5, min_excess: float = 0.01, level: float = 0.9, z: float = 2.0):
+        if int(patience) < 1 or int(window) < 1:
+            raise InvalidInputError(f"patience and window must be >= 1, got {patience!r}, {window!r}")
+        if not 0 < level < 1:
+            raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+        self.patience = int(patience)
+        self.window = int(window)
+        self.min_excess = float(min_excess)
+        self.level = float(level)
+        self.z = float(z)
+        self.reference: Any = None
+        self.reference_step: int | None = None
+        self._obs: deque[list[float]] = deque(maxlen=self.window)  # [step, x, loss, expected, thr]
+        self._noise_losses: deque[float] = deque(maxlen=64)
+        self.count = 0
+        self.since_step: int | None = None
+        self.behind = False  # an episode is going on
+        self.episodes = 0
+        self.last_excess_relative = 0.0
+
+    # the reference fit
+    def offer_fit(self, fit: Any, data_step: int) -> bool:
+        """Offer a new fit (made from data up to ``data_step``); adopted unless frozen."""
+        if fit is None or not getattr(fit, "ok", False):
+            return False
+        if self.count > 0 or self.behind:
+            return False
+        self.reference = fit
+        self.reference_step = int(data_step)
+        self._rethreshold()
+        return True
+
+    def _band(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.asarray(self.reference.predict(x), dtype=float)
+        _lo, hi = self.reference.interval(x, level=self.level)
+        return mean, np.asarray(hi, dtype=float)
+
+    def _thresholds(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, hi = self._band(x)
+        sigma = robust_noise(self._noise_losses)
+        floor = mean + self.z * sigma / math.sqrt(self.window)
+        hi = np.where(np.isfinite(hi), hi, mean)
+        return mean, np.maximum(hi, floor) + self.min_excess * np.abs(mean)
+
+    def _rethreshold(self) -> None:
+        if not self._obs or self.reference is None:
+            return
+        x = np.array([o[1] for o in self._obs])
+        mean, thr = self._thresholds(x)
+        for o, m, t in zip(self._obs, np.atleast_1d(mean), np.atleast_1d(thr)):
+            o[3], o[4] = float(m), float(t)
+
+    def observe(self, step: int, x: float, loss: float) -> TrendEvent | None:
+        """Check one finite observation; returns an event when an episode starts."""
+        self._noise_losses.append(float(loss))
+        if self.reference is None or (self.reference_step is not None and step <= self.reference_step):
+            return None
+        mean, thr = self._thresholds(np.array([float(x)]))
+        self._obs.append([float(step), float(x), float(loss), float(mean[0]), float(thr[0])])
+        if len(self._obs) < self.window:
+            return None
+        losses = np.array([o[2] for o in self._obs])
+        means = np.array([o[3] for o in self._obs])
+        thrs = np.array([o[4] for o in self._obs])
+        if not (np.isfinite(means).all() and np.isfinite(thrs).all()):
+            return None
+        smoothed, threshold, expected = float(losses.mean()), float(thrs.mean()), float(means.mean())
+        self.last_excess_relative = (smoothed - threshold) / abs(expected) if expected else 0.0
+        if smoothed > threshold:
+            if self.count == 0:
+                above = [o for o in self._obs if o[2] > o[4]]
+                self.since_step = int((above[0] if above else self._obs[-1])[0])
+            self.count += 1
+            if self.count >= self.patience and not self.behind:
+                self.behind = True
+                self.episodes += 1
+                # the excess over the band itself (not the threshold with its margin)
+                band_hi = float(np.mean(self._band(np.array([o[1] for o in self._obs]))[1]))
+                excess = smoothed - band_hi
+                return TrendEvent(
+                    step=int(step),
+                    since_step=int(self.since_step if self.since_step is not None else step),
+                    smoothed_loss=smoothed,
+                    threshold=threshold,
+                    expected=expected,
+                    excess=excess,
+                    excess_relative=(smoothed - expected) / abs(expected) if expected else math.nan,
+                    reference_step=int(self.reference_step or 0),
+                    level=self.level,
+                )
+        else:
+            self.count = max(0, self.count - 1) if self.behind else 0
+            if self.behind and self.count == 0:
+                self.behind = False
+                self.since_step = None
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "reference": None if self.reference is None else plain(self.reference.to_dict()),
+            "reference_step": self.reference_step,
+            "obs": [list(map(float, o)) for o in self._obs],
+            "noise_losses": [float(v) for v in self._noise_losses],
+            "count": int(self.count),
+            "since_step": self.since_step,
+            "behind": bool(self.behind),
+            "episodes": int(self.episodes),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], fit_from_dict: Callable[[dict], Any]) -> None:
+        ref = state.get("reference")
+        self.reference = None if ref is None else fit_from_dict(ref)
+        self.reference_step = state.get("reference_step")
+        self._obs = deque((list(map(float, o)) for o in state.get("obs", [])), maxlen=self.window)
+        self._noise_losses = deque((float(v) for v in state.get("noise_losses", [])), maxlen=64)
+        self.count = int(state.get("count", 0))
+        self.since_step = state.get("since_step")
+        self.behind = bool(state.get("behind", False))
+        self.episodes = int(state.get("episodes", 0))
+
+
+# -- divergence ----------------------------------------------------------------------------
+@dataclass
+class DivergenceEvent:
+    step: int
+    kind: str  # "non-finite" or "spike"
+    loss: float
+    baseline: float  # the median of the recent finite losses
+
+    def message(self) -> str:
+        if self.kind == "non-finite":
+            return f"the loss is {self.loss} at step {self.step:,} (recent median {self.baseline:.4g})"
+        return (
+            f"the loss spiked to {self.loss:.4g} at step {self.step:,}, "
+            f"{100 * (self.loss / self.baseline - 1):.0f}% above its recent median {self.baseline:.4g}"
+        )
+
+
+class DivergenceDetector:
+    """Non-finite losses and sudden spikes.
+
+    A spike is a loss above the median of the last ``window`` finite losses by more than both
+    ``spike_ratio`` of that median and ``spike_sigma`` noise scales. ``diverged`` is true
+    while the newest loss is non-finite, or after ``patience`` spiked losses in a row (a
+    single spike that recovers is reported but does not count as divergence).
+    """
+
+    def __init__(self, spike_ratio: float = 0.25, spike_sigma: float = 8.0, window: int = 32, patience: int = 3):
+        self.spike_ratio = float(spike_ratio)
+        self.spike_sigma = float(spike_sigma)
+        self.window = int(window)
+        self.patience = int(patience)
+        self._recent: deque[float] = deque(maxlen=self.window)
+        self.nonfinite = False
+        self.spikes_in_row = 0
+        self.in_episode = False
+        self.last_event: DivergenceEvent | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.nonfinite or self.spikes_in_row >= self.patience
+
+    def observe(self, step: int, loss: float) -> DivergenceEvent | None:
+        baseline = float(np.median(self._recent)) if self._recent else math.nan
+        if not math.isfinite(loss):
+            self.nonfinite = True
+            event = None
+            if not self.in_episode:
+                event = DivergenceEvent(int(step), "non-finite", float(loss), baseline)
+            self.in_episode = True
+            self.last_event = event or self.last_event
+            return event
+        self.nonfinite = False
+        spiked = False
+        if len(self._recent) >= 8:
+            sigma = robust_noise(self._recent)
+            limit = baseline + max(self.spike_ratio * abs(baseline), self.spike_sigma * sigma)
+            spiked = loss > limit
+        event = None
+        if spiked:
+            self.spikes_in_row += 1
+            if not self.in_episode:
+                event = DivergenceEvent(int(step), "spike", float(loss), baseline)
+                self.in_episode = True
+                self.last_event = event
+            if self.spikes_in_row > self.window:  # a new level, not a spike: follow it
+                self._recent.append(float(loss))
+        else:
+            self.spikes_in_row = 0
+            self.in_episode = False
+            self._recent.append(float(loss))
+        return event
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "recent": [float(v) for v in self._recent],
+            "nonfinite": bool(self.nonfinite),
+            "spikes_in_row": int(self.spikes_in_row),
+            "in_episode": bool(self.in_episode),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._recent = deque((float(v) for v in state.get("recent", [])), maxlen=self.window)
+        self.nonfinite = bool(state.get("nonfinite", False))
+        self.spikes_in_row = int(state.get("spikes_in_row", 0))
+        self.in_episode = bool(state.get("in_episode", False))
+
+
+# -- stopping ------------------------------------------------------------------------------
+def evaluate_stopping_criteria(
+    *,
+    step: int,
+    planned_steps: float | None,
+    min_fraction: float,
+    stop_if_forecast_above: float | None,
+    recent_forecasts: list[Forecast],
+    forecast_patience: int,
+    stop_when_behind_trend: bool,
+    behind: bool,
+    behind_message: str | None,
+    stop_on_divergence: bool,
+    diverged: bool,
+    divergence_message: str | None,
+) -> tuple[bool, str | None]:
+    """Should the run stop now? Returns (decision, reason); each rule is off unless asked.
+
+    - No decision before ``min_fraction`` of the planned steps (when they are known).
+    - ``stop_if_forecast_above``: the newest ``forecast_patience`` forecasts all put even the
+      optimistic (lower) end of their interval at the planned end above the target.
+    - ``stop_when_behind_trend``: a behind-trend episode is going on.
+    - ``stop_on_divergence``: the loss is non-finite, or spiked for several steps in a row.
+    """
+    known_end = planned_steps is not None and math.isfinite(planned_steps) and planned_steps > 0
+    if known_end and step < min_fraction * planned_steps:
+        return False, None
+    if stop_on_divergence and diverged:
+        return True, f"divergence: {divergence_message or 'the loss diverged'}"
+    if stop_when_behind_trend and behind:
+        return True, f"behind trend: {behind_message or 'the loss stayed above its forecast band'}"
+    if stop_if_forecast_above is not None and known_end:
+        latest = recent_forecasts[-max(1, forecast_patience):]
+        if len(latest) >= max(1, forecast_patience) and all(
+            math.isfinite(f.lower) and f.lower > stop_if_forecast_above for f in latest
+        ):
+            f = latest[-1]
+            return True, (
+                f"forecast above target: at step {step:,} the forecast final loss at step "
+                f"{f.target_step:,} is {f.final_loss:.4g}, {100 * f.level:.0f}% interval "
+                f"[{f.lower:.4g}, {f.upper:.4g}]; even its optimistic end misses the target "
+                f"{stop_if_forecast_above:.4g} (in {len(latest)} forecasts in a row)"
+            )
+    return False, None
+
+
+# -- refits off the training thread --------------------------------------------------------
+class RefitRunner:
+    """Runs one refit at a time, on a daemon thread or inline.
+
+    ``submit`` starts a job unless one is running; ``poll`` returns the finished job's
+    ``(result, error, cpu_seconds)`` once, else None. The job's CPU time is measured with
+    ``time.thread_time`` so the caller can hold refits to a share of the training time.
+    """
+
+    def __init__(self, background: bool = True):
+        self.background = bool(background)
+        self._thread: threading.Thread | None = None
+        self._done: tuple[Any, BaseException | None, float] | None = None
+        self._lock = threading.Lock()
+        self.cpu_seconds = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        t0 = time.thread_time()
+        result, error = None, None
+        try:
+            result = fn()
+        except BaseException as exc:  # reported to the caller, never raised on this thread
+            error = exc
+        spent = time.thread_time() - t0
+        with self._lock:
+            self._done = (result, error, spent)
+
+    def submit(self, fn: Callable[[], Any]) -> bool:
+        if self.busy:
+            return False
+        if not self.background:
+            self._run(fn)
+            return True
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="lightning-scaling-refit", daemon=True)
+        self._thread.start()
+        return True
+
+    def poll(self) -> tuple[Any, BaseException | None, float] | None:
+        with self._lock:
+            done, self._done = self._done, None
+        if done is not None:
+            self.cpu_seconds += done[2]
+        return done
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
