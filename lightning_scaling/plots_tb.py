@@ -119,6 +119,7 @@ def forecast_history_figure(
     upper: Sequence[float],
     *,
     observed_final: float | None = None,
+    observed_label: str = "observed final",
     loss_label: str = "loss",
     target_step: float | None = None,
     level: float | None = None,
@@ -138,7 +139,7 @@ def forecast_history_figure(
     ax.fill_between(s[band], lo[band], hi[band], color="tab:red", alpha=0.15, lw=0,
                     label=f"{pct}interval", step=None)
     if observed_final is not None and math.isfinite(observed_final):
-        ax.axhline(observed_final, color="tab:blue", lw=1.2, label=f"observed final {observed_final:.4g}")
+        ax.axhline(observed_final, color="tab:blue", lw=1.2, label=f"{observed_label} {observed_final:.4g}")
     if target_step is not None and math.isfinite(target_step):
         ax.set_xlim(0, target_step)
     ax.set_xlabel("step the forecast was made at (optimizer steps)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -100,8 +101,12 @@ def compute_axis_tag(unit: str) -> str:
 # Layout
 
 
-def build_layout(tags: PanelTags, param_names: Iterable[str] = (), compute_tag: str | None = None):
+def build_layout(tags: PanelTags, param_names: Iterable[str] = (), compute_tag: str | None = None, *,
+                 flops: bool = True, tokens: bool = True):
     """The custom-scalars layout (a ``layout_pb2.Layout``) of the "Scaling law" category.
+
+    ``flops``/``tokens``: include the cumulative-compute charts (leave out what the run
+    does not count, so that every chart has data).
 
     Margin charts take exact tags; Multiline charts take regular expressions, anchored here
     (``^...$``) so that each chart shows exactly the tags it names.
@@ -131,8 +136,10 @@ def build_layout(tags: PanelTags, param_names: Iterable[str] = (), compute_tag: 
     if compute_tag:
         unit = compute_tag.rsplit("_in_", 1)[-1]
         details.append(multiline(f"Loss vs compute (step axis = {unit})", compute_tag))
-    details.append(multiline(CHART_FLOPS, tags.flops))
-    details.append(multiline(CHART_TOKENS, tags.tokens))
+    if flops:
+        details.append(multiline(CHART_FLOPS, tags.flops))
+    if tokens:
+        details.append(multiline(CHART_TOKENS, tags.tokens))
     return layout_pb2.Layout(category=[
         layout_pb2.Category(title=CATEGORY, chart=glance),
         layout_pb2.Category(title=CATEGORY_DETAILS, chart=details),
@@ -309,3 +316,328 @@ def summary_markdown(summary: Mapping[str, Any], loss_unit: str = "") -> str:
     if summary.get("stopped_reason"):
         lines += ["", f"**Stopped early:** {summary['stopped_reason']}"]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------
+# The monitor's sink
+
+
+def is_tensorboard_logger(logger) -> bool:
+    """True for Lightning's TensorBoardLogger (pytorch_lightning, lightning.pytorch or
+    lightning_fabric flavour, subclasses included), recognised without importing any."""
+    return any(cls.__name__ == "TensorBoardLogger" for cls in type(logger).__mro__) and hasattr(logger, "experiment")
+
+
+def find_tensorboard_logger(trainer):
+    """The trainer's first TensorBoardLogger, or None."""
+    for logger in getattr(trainer, "loggers", None) or []:
+        if is_tensorboard_logger(logger):
+            return logger
+    return None
+
+
+def attach_tensorboard_sink(monitor, trainer, **options) -> "TensorBoardSink | None":
+    """Add a :class:`TensorBoardSink` to ``monitor`` when the trainer logs to TensorBoard.
+
+    Does nothing (returns None) without a TensorBoardLogger, when the monitor already has a
+    TensorBoardSink (one the user configured, or from an earlier ``fit``), or when the
+    monitor's ``tensorboard`` attribute is False.
+    """
+    if getattr(monitor, "tensorboard", True) is False:
+        return None
+    logger = find_tensorboard_logger(trainer)
+    if logger is None:
+        return None
+    sinks = getattr(monitor, "sinks", [])
+    if any(isinstance(s, TensorBoardSink) for s in sinks):
+        return None
+    sink = TensorBoardSink(logger, **options)
+    if hasattr(monitor, "add_sink"):
+        monitor.add_sink(sink)
+    else:
+        sinks.append(sink)
+    return sink
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _clean_name(name: str) -> str:
+    return re.sub(r"[^-/\w.]", "_", str(name))
+
+
+class TensorBoardSink:
+    """Draws the monitor's forecasts in TensorBoard (the "Scaling law" panels).
+
+    ``ScalingLawMonitor`` adds one by itself when the trainer has a TensorBoardLogger; build
+    one yourself to change its options (``ScalingLawMonitor(sinks=[TensorBoardSink(logger,
+    figure_every=5)])``). Called on rank zero only. It writes, at the trainer's global step:
+
+    - every ``every`` optimizer steps (default: the trainer's ``log_every_n_steps``): the
+      observed loss the monitor saw, the trend of the newest fit at this step with its band,
+      the residual in noise units, cumulative FLOPs and tokens, and the loss on a compute step
+      axis;
+    - at every refit: the forecast of the final loss with its interval, the fitted parameters;
+      the custom-scalars layout once, at the first refit that produced a fit;
+    - figures (matplotlib, optional) every ``figure_every`` refits while their rendering has
+      cost less than ``max_figure_overhead`` of the training time so far, and at the end;
+    - at the end: a markdown summary (text dashboard).
+
+    Args:
+        logger: a TensorBoardLogger (its ``experiment`` is the SummaryWriter written to).
+        writer: a SummaryWriter to use instead of ``logger.experiment``.
+        every: optimizer steps between two writes of the per-step series.
+        figures: draw figures at all.
+        figure_every: refits between two figure updates.
+        max_figure_overhead: share of training time the periodic figures may take (0.002).
+    """
+
+    def __init__(self, logger=None, *, writer=None, every: int | None = None, figures: bool = True,
+                 figure_every: int = 10, max_figure_overhead: float = 0.002):
+        if logger is None and writer is None:
+            raise ValueError("TensorBoardSink needs a TensorBoardLogger or a SummaryWriter")
+        self.logger = logger
+        self._writer = writer
+        self.every = every
+        self.figures = bool(figures)
+        self.figure_every = max(1, int(figure_every))
+        self.max_figure_overhead = float(max_figure_overhead)
+        self.tags: PanelTags | None = None
+        self.layout = None
+        self.compute_tag: str | None = None
+        self._compute_unit: tuple[str, float, str] | None = None  # (unit, size, "flops"|"tokens")
+        self._next_write = 0
+        self._refits = 0
+        self._t0: float | None = None
+        self.seconds = 0.0  # wall time spent in this sink
+        self.figure_seconds = 0.0
+        self.figures_written = 0
+        self._matplotlib: bool | None = None
+        self._seen = {"flops": False, "tokens": False}
+        self._last_figure_seconds = 0.0
+
+    # -- plumbing --------------------------------------------------------------------------
+    @property
+    def writer(self):
+        return self._writer if self._writer is not None else self.logger.experiment
+
+    def _prefix(self) -> str:
+        prefix = getattr(self.logger, "_prefix", "") or ""
+        join = getattr(self.logger, "LOGGER_JOIN_CHAR", "-")
+        return f"{prefix}{join}" if prefix else ""
+
+    def _ensure_setup(self, trainer) -> None:
+        if self.tags is not None:
+            return
+        p = self._prefix()
+        self.tags = PanelTags(**{name: p + value for name, value in PanelTags().__dict__.items()})
+        if self.every is None:
+            self.every = max(1, int(getattr(trainer, "log_every_n_steps", 50) or 50))
+        self._t0 = time.perf_counter()
+
+    # -- hooks -------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, monitor) -> None:
+        t = time.perf_counter()
+        self._ensure_setup(trainer)
+        self.seconds += time.perf_counter() - t
+
+    def on_observation(self, trainer, pl_module, monitor, observations) -> None:
+        t = time.perf_counter()
+        self._ensure_setup(trainer)
+        for obs in observations:
+            step = int(obs["step"])
+            if step < self._next_write:
+                continue
+            self._next_write = (step // self.every + 1) * self.every
+            self._write_observation(monitor, obs)
+        self.seconds += time.perf_counter() - t
+
+    def on_refit(self, trainer, pl_module, monitor, forecast) -> None:
+        t = time.perf_counter()
+        self._ensure_setup(trainer)
+        step = int(getattr(trainer, "global_step", forecast.step))
+        fit = getattr(forecast, "fit", None)
+        ok = bool(getattr(fit, "ok", False))
+        if self.layout is None and ok:
+            self._write_layout(list(fit.params))
+        tags = self.tags
+        values = {tags.forecast: forecast.final_loss, tags.forecast_lower: forecast.lower,
+                  tags.forecast_upper: forecast.upper}
+        if ok:
+            values.update({tags.param(_clean_name(k)): v for k, v in fit.params.items()})
+        write_scalars(self.writer, step, values)
+        self._refits += 1
+        self.seconds += time.perf_counter() - t
+        if self.figures and self._refits % self.figure_every == 0 and self._t0 is not None:
+            elapsed = time.perf_counter() - self._t0
+            # the next update is expected to cost what the last did (the first: the import too)
+            expected = self._last_figure_seconds if self._last_figure_seconds else 0.5
+            if self.figure_seconds + expected <= self.max_figure_overhead * elapsed:
+                self._write_figures(trainer, monitor, final=False)
+
+    def on_train_end(self, trainer, pl_module, monitor) -> None:
+        self._ensure_setup(trainer)
+        if self.figures:
+            self._write_figures(trainer, monitor, final=True)
+        t = time.perf_counter()
+        summary = monitor.summary(trainer)
+        write_text(self.writer, "scaling/summary", summary_markdown(summary), int(trainer.global_step))
+        self.writer.flush()
+        self.seconds += time.perf_counter() - t
+
+    # -- writers -------------------------------------------------------------------------------
+    def _choose_compute_unit(self, monitor, obs) -> None:
+        step = float(obs["step"])
+        planned = getattr(monitor, "planned_steps", None)
+        horizon = float(planned) if _finite(planned) and planned > step else step * 1000.0
+        for key, base in (("flops", "FLOPs"), ("tokens", "tokens")):
+            value = obs.get(key)
+            if _finite(value) and value > 0 and step > 0:
+                unit, size = axis_unit(value / step * horizon, base)
+                self._compute_unit = (unit, size, key)
+                self.compute_tag = self._prefix() + compute_axis_tag(unit)
+                return
+
+    def _write_observation(self, monitor, obs) -> None:
+        tags = self.tags
+        step = int(obs["step"])
+        loss = obs.get("loss")
+        values = {tags.observed: loss, tags.flops: obs.get("flops"), tags.tokens: obs.get("tokens")}
+        for key in ("flops", "tokens"):
+            self._seen[key] = self._seen[key] or _finite(obs.get(key))
+        forecast = getattr(monitor, "forecast", None)
+        fit = getattr(forecast, "fit", None)
+        if fit is not None and getattr(fit, "ok", False):
+            axis = getattr(forecast, "x_axis", "step")
+            x = float(step) if axis == "step" else obs.get(axis)
+            if _finite(x):
+                trend = float(fit.predict(x))
+                lo, hi = fit.interval(x, level=getattr(forecast, "level", 0.9))
+                values.update({tags.trend: trend, tags.trend_lower: lo, tags.trend_upper: hi})
+                values[tags.residual] = self._residual(fit, loss, trend, lo, hi, getattr(forecast, "level", 0.9))
+        writer = self.writer
+        write_scalars(writer, step, values)
+        if self._compute_unit is None:
+            self._choose_compute_unit(monitor, obs)
+        if self._compute_unit is not None and _finite(loss):
+            _, size, key = self._compute_unit
+            c = obs.get(key)
+            if _finite(c) and c >= 0 and c / size < 2**62:
+                writer.add_scalar(self.compute_tag, float(loss), int(c / size))
+
+    @staticmethod
+    def _residual(fit, loss, trend, lo, hi, level) -> float | None:
+        """(observed - trend) in units of the fit's per-point noise: the robust sd of the log
+        residuals when the fit reports it, else the band's half-width turned into an sd."""
+        if not (_finite(loss) and _finite(trend)) or loss <= 0 or trend <= 0:
+            return None
+        scale = (getattr(fit, "diagnostics", None) or {}).get("residual_scale_log")
+        if _finite(scale) and scale > 0:
+            return math.log(loss / trend) / scale
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        if _finite(lo) and _finite(hi) and hi > lo:
+            return (loss - trend) / ((hi - lo) / (2 * z))
+        return None
+
+    def _write_layout(self, param_names) -> None:
+        names = [_clean_name(n) for n in param_names]
+        self.layout = build_layout(self.tags, names, self.compute_tag, flops=self._seen["flops"],
+                                   tokens=self._seen["tokens"])
+        write_layout(self.writer, self.layout)
+
+    def _write_figures(self, trainer, monitor, final: bool) -> None:
+        t = time.perf_counter()
+        if self._matplotlib is None:
+            from .plots_tb import matplotlib_available
+
+            self._matplotlib = matplotlib_available()
+            if not self._matplotlib:
+                import logging
+
+                logging.getLogger(__name__).info(
+                    "lightning-scaling: matplotlib is not installed, so TensorBoard gets no figures "
+                    "(pip install 'lightning-scaling[plots]')")
+        if not self._matplotlib:
+            return
+        from . import plots_tb
+
+        step = int(getattr(trainer, "global_step", 0))
+        figures = figures_for_monitor(monitor, final=final)
+        for tag, fig in figures.items():
+            write_image(self.writer, tag, plots_tb.figure_to_rgb(fig), step)
+        self.figures_written += len(figures)
+        spent = time.perf_counter() - t
+        self.seconds += spent
+        self._last_figure_seconds = spent
+        if not final:
+            self.figure_seconds += spent
+
+
+def _to_plot_axis(steps: np.ndarray, compute: np.ndarray | None, step_values: np.ndarray) -> np.ndarray:
+    """Optimizer steps -> cumulative compute, through the run's own record (projected past
+    its end at the recent compute per step)."""
+    if compute is None:
+        return np.asarray(step_values, dtype=float)
+    from .compute import project_compute
+
+    return np.array([project_compute(steps, compute, float(s)) for s in np.atleast_1d(step_values)])
+
+
+def figures_for_monitor(monitor, final: bool = True) -> dict:
+    """The monitor's figures: {tag: matplotlib Figure} (loss vs compute, forecast history)."""
+    from . import plots_tb
+
+    arrays = monitor.history.arrays()
+    steps, loss = arrays["step"], arrays["loss"]
+    axis, label, compute = "step", "optimizer steps", None
+    for key, name in (("flops", "compute (FLOPs)"), ("tokens", "tokens")):
+        if np.isfinite(arrays[key]).any():
+            axis, label, compute = key, name, arrays[key]
+            break
+    x_obs = steps if compute is None else compute
+    forecast = getattr(monitor, "forecast", None)
+    fit = getattr(forecast, "fit", None)
+    level = getattr(forecast, "level", getattr(monitor, "level", 0.9))
+    grid_x = trend = lower = upper = None
+    planned_end = fc = None
+    planned = getattr(monitor, "planned_steps", None)
+    end_step = float(planned) if _finite(planned) else (float(steps[-1]) if steps.size else None)
+    if end_step is not None and _finite(planned):
+        planned_end = float(_to_plot_axis(steps, compute, np.array([end_step]))[0])
+    if fit is not None and getattr(fit, "ok", False) and steps.size and end_step:
+        first = max(float(steps[steps > 0].min()) if (steps > 0).any() else 1.0, 1.0)
+        grid_steps = np.geomspace(first, max(end_step, first * 1.01), 120)
+        fit_axis = getattr(forecast, "x_axis", "step")
+        if fit_axis == "step":
+            grid_fit = grid_steps
+        else:
+            grid_fit = _to_plot_axis(steps, arrays[fit_axis], grid_steps)
+        grid_x = _to_plot_axis(steps, compute, grid_steps)
+        with np.errstate(all="ignore"):
+            trend = np.asarray(fit.predict(grid_fit), dtype=float)
+            lower, upper = (np.asarray(v, dtype=float) for v in fit.interval(grid_fit, level=level))
+        if _finite(getattr(forecast, "final_loss", None)):
+            fc = (forecast.final_loss, forecast.lower, forecast.upper)
+    name = getattr(monitor, "loss_name", "loss")
+    figures = {
+        "scaling/figure/loss_vs_compute": plots_tb.loss_vs_compute_figure(
+            x_obs, loss, x_label=label, loss_label=name, grid_x=grid_x, trend=trend, lower=lower,
+            upper=upper, planned_end=planned_end, forecast=fc, level=level,
+            law=getattr(forecast, "law", None), title=f"{name} vs {label} (log-log)"),
+    }
+    history = getattr(monitor, "forecasts", [])
+    if history:
+        recent = monitor.history.last(5)
+        observed = float(np.mean([r[4] for r in recent])) if recent else None
+        figures["scaling/figure/forecast_history"] = plots_tb.forecast_history_figure(
+            [f.step for f in history], [f.final_loss for f in history], [f.lower for f in history],
+            [f.upper for f in history], observed_final=observed, loss_label=name,
+            observed_label="observed final" if final else "latest observed",
+            target_step=float(planned) if _finite(planned) else None, level=level)
+    return figures

@@ -71,7 +71,7 @@ def free_port() -> int:
 
 def make_demo_run(logdir: str, steps: int = 240) -> str:
     """Train a tiny regression model with ScalingLawMonitor + TensorBoardLogger; returns the
-    logger's run directory."""
+    logger's run directory. The monitor adds its TensorBoard sink by itself."""
     import warnings
 
     import torch
@@ -85,25 +85,32 @@ def make_demo_run(logdir: str, steps: int = 240) -> str:
     from lightning_scaling import ScalingLawMonitor
 
     class Tiny(pl.LightningModule):
+        flops_per_batch = 6 * (8 * 64 + 64 * 1) * 32  # 6 * parameters * samples per batch
+
         def __init__(self):
             super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
+
+        def forward(self, x):
+            return self.net(x)
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            loss = torch.nn.functional.mse_loss(self(x), y)
             self.log("train_loss", loss)
             return loss
 
         def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05)
+            return torch.optim.SGD(self.parameters(), lr=0.02)
 
+    torch.set_num_threads(1)  # a tiny model: more threads only contend
     torch.manual_seed(0)
-    x = torch.randn(4096, 8)
-    y = torch.sin(x.sum(1, keepdim=True)) + 0.1 * torch.randn(4096, 1)
+    x = torch.randn(8192, 8)
+    y = torch.sin(x.sum(1, keepdim=True)) + 0.1 * torch.randn(8192, 1)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True)
     logger = TensorBoardLogger(logdir, name="demo")
-    trainer = pl.Trainer(max_steps=steps, logger=logger, callbacks=[ScalingLawMonitor()],
+    monitor = ScalingLawMonitor(refit_every=max(4, steps // 12), background=False, tokens_per_batch=32)
+    trainer = pl.Trainer(max_steps=steps, logger=logger, callbacks=[monitor],
                          enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, log_every_n_steps=5, accelerator="cpu",
                          devices=1)
