@@ -171,7 +171,10 @@ def _grid_candidates(log_n, log_d, loss, delta, grid, n_irls=3):
                           np.stack([s1v, suv, svv], -1)], -2)
             rhs = np.stack([r1, ru, rv], -1)
             M = M + 1e-12 * np.trace(M, axis1=-2, axis2=-1)[..., None, None] * np.eye(3)
-            coef = np.linalg.solve(M, rhs[..., None])[..., 0]  # (Ga, Gb, 3): E, A, B
+            try:
+                coef = np.linalg.solve(M, rhs[..., None])[..., 0]  # (Ga, Gb, 3): E, A, B
+            except np.linalg.LinAlgError:  # an exactly singular pair: least norm instead
+                coef = (np.linalg.pinv(M) @ rhs[..., None])[..., 0]
             rel = coef[..., 0:1] * one + coef[..., 1:2] * U + coef[..., 2:3] * V  # pred / L
             r = np.log(np.maximum(rel, 1e-300))
             w = np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), delta))
@@ -269,10 +272,6 @@ def _validate(N, D, loss, huber_delta, bootstrap):
 def _theta_to_params(theta) -> dict[str, float]:
     a, b, e, alpha, beta = (float(t) for t in theta)
     return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
-
-
-def _params_to_theta(p) -> np.ndarray:
-    return np.array([math.log(p["A"]), math.log(p["B"]), math.log(p["E"]), p["alpha"], p["beta"]])
 
 
 def _law(params_matrix: np.ndarray, N, D) -> np.ndarray:
@@ -554,6 +553,9 @@ def fit_scaling_law(N, D, loss, huber_delta: float = 1e-3, bootstrap: int = 0, *
         if params[name] < 0.03 or params[name] > 1.95:
             flags.append(f"{name} = {params[name]:.3g} is at the edge of the searched range "
                          "(0.02-2): the data may not constrain it")
+    if params["E"] < 1e-3 * float(l_arr.min()):
+        flags.append(f"E = {params['E']:.3g} (irreducible loss ~ 0): the runs do not pin down "
+                     "the loss floor; long extrapolations are unreliable")
     if np.unique(n_arr).size < 3 or np.unique(d_arr).size < 3:
         flags.append("fewer than 3 distinct model sizes or token counts: exponents are "
                      "weakly identified")
