@@ -250,6 +250,9 @@ class _MonitorLogic:
         if stage != "fit" or trainer.fast_dev_run:
             return
         self.compute.setup(pl_module, world_size=trainer.world_size)
+        from .tensorboard import attach_tensorboard_sink  # the "Scaling law" panels (issue 5)
+
+        attach_tensorboard_sink(self, trainer)
         self._call_sinks(trainer, "setup", trainer, pl_module, self)
 
     def on_train_start(self, trainer, pl_module) -> None:
