@@ -539,6 +539,8 @@ def fit_scaling_law(N, D, loss, huber_delta: float = 1e-3, bootstrap: int = 0, *
     """
     t0 = time.perf_counter()
     n_arr, d_arr, l_arr, delta, bootstrap = _validate(N, D, loss, huber_delta, bootstrap)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
     # A canonical order makes the result independent of the order of the runs: where the
     # data leave a flat valley (e.g. two model sizes), summation order would pick the point.
     order = np.lexsort((l_arr, d_arr, n_arr))

@@ -195,7 +195,7 @@ def test_bad_input_raises_one_clear_error(N, D, L, match):
 @pytest.mark.parametrize("kwargs, match", [
     ({"huber_delta": 0}, "huber_delta"), ({"huber_delta": float("nan")}, "huber_delta"),
     ({"bootstrap": -1}, "bootstrap"), ({"bootstrap": 2.5}, "bootstrap"),
-    ({"bootstrap": True}, "bootstrap"),
+    ({"bootstrap": True}, "bootstrap"), ({"seed": -1}, "seed"), ({"seed": "x"}, "seed"),
 ])
 def test_bad_options_raise(kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
