@@ -1,0 +1,427 @@
+"""Train a byte-level GPT on the Python standard library, with a live scaling-law forecast.
+
+    python examples/gpt/train.py                  # CPU: about 2.5 minutes on 2 cores
+    python examples/gpt/train.py --preset gpu     # chosen automatically when CUDA is present
+    python examples/gpt/train.py --preset smoke   # a few dozen steps, for CI
+    python examples/gpt/train.py --inject-fault 600 --stop-when-behind   # watch it catch a fault
+
+While it trains, ``ScalingLawMonitor`` fits the loss curve and forecasts the final loss with
+an interval; at the end the forecasts made at 25% and 50% of the run are printed next to the
+loss actually reached (nats per byte), with the TensorBoard command to look at the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the ``gpt`` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint  # noqa: E402
+from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+
+from gpt.data import ByteDataModule, CorpusError  # noqa: E402
+from gpt.model import GPTConfig, flops_per_token  # noqa: E402
+from gpt.module import GPTLightningModule, OptimConfig  # noqa: E402
+
+# Dense bf16 tensor-core peaks in FLOP/s, by a substring of torch.cuda.get_device_name().
+# First match wins, so the more specific names come first.
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),   # SXM / NVL / HBM3
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 70e12),
+    ("L4", 121e12),
+)
+
+
+@dataclass
+class Preset:
+    """Everything that differs between the CPU, GPU and CI runs.
+
+    Attributes:
+        model, optim: shape of the transformer; AdamW and schedule.
+        batch_size: examples per optimizer step per device; tokens per step is
+            ``batch_size * model.seq_len``.
+        max_steps: optimizer steps (the cosine schedule ends here).
+        accelerator, precision: Lightning's names ("cpu"/"gpu"/"auto", "32-true"/"bf16-mixed").
+        compile: wrap the LightningModule in ``torch.compile``.
+        threads: torch intra-op threads on CPU (None: leave torch's default).
+        val_every, val_batches: validation every this many steps, on this many batches.
+        data: corpus, see ``gpt.data.corpus_files``.
+        num_workers: DataLoader workers.
+        report_every: print a progress line every this many steps.
+    """
+
+    name: str
+    model: GPTConfig
+    optim: OptimConfig
+    batch_size: int
+    max_steps: int
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+    compile: bool = False
+    threads: int | None = None
+    val_every: int = 500
+    val_batches: int = 8
+    data: str = "stdlib"
+    num_workers: int = 0
+    report_every: int = 100
+
+
+PRESETS = {
+    # 2 CPU cores, about 2.5 minutes: 0.8M non-embedding parameters, 4,096 tokens per step.
+    "cpu": Preset(
+        name="cpu",
+        model=GPTConfig(seq_len=128, n_layer=4, n_head=4, d_model=128),
+        optim=OptimConfig(lr=3e-3, warmup_steps=60, min_lr_ratio=0.1, weight_decay=0.1),
+        batch_size=32, max_steps=1200, threads=2, val_every=300, val_batches=8, report_every=100,
+    ),
+    # One H100/H200: 42.5M non-embedding parameters, 131k tokens per step, bf16, compiled;
+    # about 10 minutes at ~35% MFU (0.74B tokens, ~17 tokens per parameter).
+    "gpu": Preset(
+        name="gpu",
+        model=GPTConfig(seq_len=1024, n_layer=6, n_head=12, d_model=768),
+        optim=OptimConfig(lr=1.5e-3, warmup_steps=250, min_lr_ratio=0.1, weight_decay=0.1),
+        batch_size=128, max_steps=5600, accelerator="gpu", precision="bf16-mixed", compile=True,
+        val_every=500, val_batches=20, data="python", num_workers=4, report_every=250,
+    ),
+    # CI: a few dozen steps of a tiny model, seconds on a CPU.
+    "smoke": Preset(
+        name="smoke",
+        model=GPTConfig(seq_len=64, n_layer=2, n_head=2, d_model=64),
+        optim=OptimConfig(lr=3e-3, warmup_steps=5, min_lr_ratio=0.1),
+        batch_size=16, max_steps=48, threads=2, val_every=24, val_batches=2, report_every=12,
+    ),
+}
+PRESETS["gpu-tiny"] = replace(
+    # The GPU preset's code path (bf16-mixed, torch.compile, same optimizer and schedule)
+    # scaled down to run on a CPU in seconds: only the device and the sizes differ.
+    PRESETS["gpu"], name="gpu-tiny", accelerator="cpu",
+    model=GPTConfig(seq_len=64, n_layer=2, n_head=2, d_model=64),
+    optim=replace(PRESETS["gpu"].optim, warmup_steps=5), batch_size=8, max_steps=24,
+    val_every=12, val_batches=2, data="stdlib", num_workers=0, threads=2, report_every=6,
+)
+
+
+def default_preset_name() -> str:
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    """The card's dense bf16 peak in FLOP/s, or None when the card is not in the table."""
+    for key, peak in PEAK_BF16_FLOPS:
+        if key.lower() in device_name.lower():
+            return peak
+    return None
+
+
+def model_flops_utilization(flops_per_second: float, peak_flops: float | None) -> float | None:
+    """MFU: achieved model FLOP/s (from ``flops_per_batch``) over the card's peak, per device."""
+    if not peak_flops:
+        return None
+    return flops_per_second / peak_flops
+
+
+class TrainingRecord(Callback):
+    """Per-step training losses, throughput, and a progress line with the current forecast.
+
+    Losses are kept as device tensors and read once at the end, so recording them never
+    forces a GPU synchronisation. Throughput is timed from ``warmup_steps`` on (after
+    compilation and the first allocations), with a device synchronisation at both ends.
+    """
+
+    def __init__(self, report_every: int, warmup_steps: int, monitor=None, stream=sys.stdout):
+        self.report_every = max(1, report_every)
+        self.warmup_steps = warmup_steps
+        self.monitor = monitor
+        self.stream = stream
+        self.losses: list[torch.Tensor] = []
+        self.t_start = self.t_warm = self.t_end = None
+        self.step_warm = 0
+        self.last_printed = time.perf_counter()
+
+    def _sync(self, trainer):
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_start(self, trainer, pl_module):
+        self.t_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(loss.detach())
+        step = trainer.global_step
+        if step == self.warmup_steps:
+            self._sync(trainer)
+            self.t_warm, self.step_warm = time.perf_counter(), step
+        if trainer.is_global_zero and (step % self.report_every == 0 or step == trainer.max_steps):
+            self.print_progress(trainer, pl_module, step, float(loss))
+
+    def on_train_end(self, trainer, pl_module):
+        self._sync(trainer)
+        self.t_end = time.perf_counter()
+
+    def print_progress(self, trainer, pl_module, step, loss):
+        line = f"step {step:>6}/{trainer.max_steps}  train_loss {loss:.3f}"
+        val = trainer.callback_metrics.get("val_loss")
+        if val is not None:
+            line += f"  val_loss {float(val):.3f}"
+        forecast = getattr(self.monitor, "forecast", None)
+        if forecast is not None and math.isfinite(forecast.final_loss):
+            line += (f"  | forecast final {forecast.final_loss:.3f} "
+                     f"[{forecast.lower:.3f}, {forecast.upper:.3f}] ({forecast.level:.0%}, "
+                     f"made at step {forecast.step})")
+        rate = self.tokens_per_second(pl_module, trainer, now=True)
+        if rate:
+            line += f"  {rate:,.0f} tok/s"
+        print(line + "   (losses in nats/byte)", file=self.stream, flush=True)
+
+    def tokens_per_second(self, pl_module, trainer, now=False) -> float | None:
+        if self.t_warm is None:
+            return None
+        end = time.perf_counter() if now else self.t_end
+        steps = trainer.global_step - self.step_warm
+        if not end or steps <= 0:
+            return None
+        return steps * pl_module.tokens_per_batch * trainer.world_size / (end - self.t_warm)
+
+    def loss_history(self) -> list[float]:
+        return torch.stack(self.losses).float().cpu().tolist() if self.losses else []
+
+
+def build_monitor(args, total_steps: int):
+    """The scaling-law callback, or None (with the reason) when it cannot be built."""
+    if args.no_forecast:
+        return None, "disabled with --no-forecast"
+    try:
+        from lightning_scaling import ScalingLawMonitor
+    except Exception as exc:  # the example still trains without the library
+        return None, f"lightning_scaling.ScalingLawMonitor is unavailable ({exc})"
+    # The training loss is training_step's own output (zero configuration); the validation
+    # loss is followed by its logged name. The fit runs on optimizer steps (the LR schedule
+    # is defined per step); FLOPs come from the module's flops_per_batch.
+    kwargs = {"monitor": None if args.monitor == "train_loss" else args.monitor, "x_axis": "flops"}
+    if args.stop_when_behind:
+        kwargs["stop_when_behind_trend"] = True
+    return ScalingLawMonitor(**kwargs), None
+
+
+def forecast_at(monitor, step: int):
+    """The latest forecast made at or before ``step`` (None if there is none)."""
+    made = [f for f in getattr(monitor, "forecasts", None) or [] if f.step <= step]
+    return made[-1] if made else None
+
+
+def smoothed_final(losses: list[float], fraction: float = 0.02) -> float:
+    """Mean training loss over the last ``fraction`` of steps (at least 10 steps)."""
+    if not losses:
+        return math.nan
+    window = max(10, int(len(losses) * fraction))
+    tail = losses[-window:]
+    return sum(tail) / len(tail)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="run size (default: gpu when CUDA is available, else cpu)")
+    parser.add_argument("--data", default=None,
+                        help='"stdlib" (default on CPU), "python" (stdlib + site-packages, '
+                             "default on GPU), or a folder or text file")
+    parser.add_argument("--monitor", choices=("train_loss", "val_loss"), default="train_loss",
+                        help="the loss the forecast follows")
+    parser.add_argument("--inject-fault", type=int, metavar="STEP", default=None,
+                        help="multiply the LR by 10 from this optimizer step on")
+    parser.add_argument("--stop-when-behind", action="store_true",
+                        help="let the monitor stop the run when it falls behind its trend")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--n-layer", type=int, default=None)
+    parser.add_argument("--d-model", type=int, default=None)
+    parser.add_argument("--n-head", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--no-forecast", action="store_true", help="train without the monitor")
+    parser.add_argument("--out", default="runs", help="TensorBoard log folder (default: ./runs)")
+    parser.add_argument("--name", default=None, help="run name (default: the preset's name)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", dest="json_path", default=None,
+                        help="also write the end-of-run figures to this JSON file")
+    return parser.parse_args(argv)
+
+
+def resolve_preset(args) -> Preset:
+    preset = PRESETS[args.preset or default_preset_name()]
+    model_overrides = {k: v for k, v in (("n_layer", args.n_layer), ("d_model", args.d_model),
+                                         ("n_head", args.n_head)) if v is not None}
+    model = replace(preset.model, **model_overrides) if model_overrides else preset.model
+    optim = replace(preset.optim, fault_step=args.inject_fault,
+                    lr=args.lr if args.lr is not None else preset.optim.lr)
+    preset = replace(preset, model=model, optim=optim,
+                     batch_size=args.batch_size or preset.batch_size,
+                     max_steps=args.max_steps or preset.max_steps,
+                     threads=args.threads or preset.threads,
+                     compile=preset.compile and not args.no_compile,
+                     data=args.data or preset.data)
+    if preset.accelerator == "gpu" and not torch.cuda.is_available():
+        raise SystemExit(f"--preset {preset.name} needs a CUDA GPU; none is available "
+                         "(try --preset cpu, or --preset gpu-tiny for the GPU code path on a CPU)")
+    return preset
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run one training; returns the end-of-run figures (also printed)."""
+    wall_start = time.perf_counter()
+    preset = resolve_preset(args)
+    if preset.threads and preset.accelerator == "cpu":
+        torch.set_num_threads(preset.threads)
+    if preset.accelerator == "gpu":
+        torch.set_float32_matmul_precision("high")
+    pl.seed_everything(args.seed, verbose=False)
+
+    data = ByteDataModule(preset.data, seq_len=preset.model.seq_len, batch_size=preset.batch_size,
+                          val_windows=preset.val_batches * preset.batch_size,
+                          num_workers=preset.num_workers, pin_memory=preset.accelerator == "gpu",
+                          seed=args.seed)
+    data.setup()
+    module = GPTLightningModule(preset.model, preset.optim, batch_size=preset.batch_size,
+                                total_steps=preset.max_steps, compile=preset.compile)
+    monitor, why_not = build_monitor(args, preset.max_steps)
+    record = TrainingRecord(preset.report_every, warmup_steps=min(20, preset.max_steps // 10),
+                            monitor=monitor)
+    logger = TensorBoardLogger(args.out, name=args.name or preset.name)
+    callbacks = [record, ModelCheckpoint(save_last=True, save_top_k=0)]
+    if monitor is not None:
+        callbacks.insert(0, monitor)
+    trainer = pl.Trainer(
+        accelerator=preset.accelerator, devices=1, precision=preset.precision,
+        max_steps=preset.max_steps, val_check_interval=preset.val_every,
+        check_val_every_n_epoch=None, limit_val_batches=preset.val_batches,
+        num_sanity_val_steps=0, logger=logger, callbacks=callbacks, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=max(1, min(10, preset.max_steps // 50)),
+        gradient_clip_val=1.0,
+    )
+
+    n_params = module.n_params
+    tokens_per_step = preset.batch_size * preset.model.seq_len * trainer.world_size
+    if trainer.is_global_zero:
+        print(f"preset {preset.name}: {n_params / 1e6:.2f}M non-embedding parameters, "
+              f"{preset.max_steps} steps x {tokens_per_step:,} tokens = "
+              f"{preset.max_steps * tokens_per_step / 1e6:.1f}M tokens, "
+              f"{flops_per_token(preset.model) * preset.max_steps * tokens_per_step:.3g} FLOPs; "
+              f"data {preset.data!r}: {len(data.train_bytes) / 1e6:.1f}M train / "
+              f"{len(data.val_bytes) / 1e6:.2f}M val bytes; {preset.accelerator}, {preset.precision}"
+              f"{', compiled' if preset.compile else ''}"
+              f"{f', {torch.get_num_threads()} threads' if preset.accelerator == 'cpu' else ''}",
+              flush=True)
+        if why_not:
+            print(f"note: no forecast: {why_not}", flush=True)
+    trainer.fit(module, datamodule=data)
+
+    losses = record.loss_history()
+    result = summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start)
+    if trainer.is_global_zero:
+        print_report(result)
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start) -> dict:
+    steps = trainer.global_step
+    tokens_per_step = module.tokens_per_batch * trainer.world_size
+    rate = record.tokens_per_second(module, trainer)
+    mfu = None
+    device_name = None
+    if trainer.strategy.root_device.type == "cuda":
+        device_name = torch.cuda.get_device_name(trainer.strategy.root_device)
+        if rate:
+            flops_rate = rate / trainer.world_size * flops_per_token(preset.model)
+            mfu = model_flops_utilization(flops_rate, peak_bf16_flops(device_name))
+    val = trainer.callback_metrics.get("val_loss")
+
+    def as_dict(forecast):
+        if forecast is None:
+            return None
+        return {"final_loss": forecast.final_loss, "lower": forecast.lower,
+                "upper": forecast.upper, "level": forecast.level, "step": forecast.step}
+
+    return {
+        "preset": preset.name,
+        "log_dir": logger.log_dir,
+        "tensorboard_root": str(Path(logger.root_dir).parent),
+        "summary_file": str(Path(logger.log_dir) / "scaling_summary.json"),
+        "n_params": module.n_params,
+        "steps": steps,
+        "planned_steps": preset.max_steps,
+        "tokens": steps * tokens_per_step,
+        "flops": steps * tokens_per_step * flops_per_token(preset.model),
+        "final_train_loss": smoothed_final(losses),
+        "final_train_loss_how": "mean training loss over the last 2% of steps (>= 10 steps)",
+        "final_val_loss": float(val) if val is not None else None,
+        "forecast_25": as_dict(forecast_at(monitor, preset.max_steps // 4)) if monitor else None,
+        "forecast_50": as_dict(forecast_at(monitor, preset.max_steps // 2)) if monitor else None,
+        "stopped_reason": getattr(monitor, "stopped_reason", None),
+        "tokens_per_second": rate,
+        "device": device_name or f"cpu ({torch.get_num_threads()} threads)",
+        "mfu": mfu,
+        "wall_seconds": time.perf_counter() - wall_start,
+    }
+
+
+def print_report(r: dict) -> None:
+    print(f"\nfinished {r['steps']}/{r['planned_steps']} steps, {r['tokens'] / 1e6:.2f}M tokens, "
+          f"{r['flops']:.3g} FLOPs, in {r['wall_seconds']:.0f} s")
+    if r["stopped_reason"]:
+        print(f"stopped early by the scaling monitor: {r['stopped_reason']}")
+    final = r["final_train_loss"]
+    print(f"final training loss {final:.4f} nats/byte ({final / math.log(2):.3f} bits/byte; "
+          f"{r['final_train_loss_how']})")
+    if r["final_val_loss"] is not None:
+        print(f"final validation loss {r['final_val_loss']:.4f} nats/byte")
+    for key, label in (("forecast_25", "25%"), ("forecast_50", "50%")):
+        f = r[key]
+        if f is None:
+            print(f"forecast made at {label} of the run: none")
+            continue
+        error = (f["final_loss"] - final) / final
+        print(f"forecast made at {label} of the run (step {f['step']}): {f['final_loss']:.4f} "
+              f"[{f['lower']:.4f}, {f['upper']:.4f}] nats/byte -> error {error:+.2%} vs reached")
+    if r["tokens_per_second"]:
+        line = f"throughput {r['tokens_per_second']:,.0f} tokens/s on {r['device']}"
+        if r["mfu"] is not None:
+            line += f", MFU {r['mfu']:.1%} of peak dense bf16"
+        print(line)
+    print(f"run summary: {r['summary_file']}")
+    print(f"TensorBoard: tensorboard --logdir {r['tensorboard_root']}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
