@@ -134,6 +134,11 @@ def run(args) -> int:
         raise CliError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if not 0 < args.level < 1:
         raise CliError(f"--level must be in (0, 1), got {args.level}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--plot needs matplotlib: pip install 'lightning-scaling[plots]'") from None
     budgets = args.budget or []
     for c in budgets:
         if not (math.isfinite(c) and c > 0):

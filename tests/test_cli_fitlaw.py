@@ -145,3 +145,11 @@ def test_folder_where_no_summary_is_usable(tmp_path, capsys):
     assert main(["fit-law", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of 1 run summaries is usable" in err and "version 7" in err
+
+
+def test_plot_without_matplotlib_fails_before_fitting(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(["fit-law", CHINCHILLA, "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs matplotlib" in err and "lightning-scaling[plots]" in err
+    assert not (tmp_path / "x.png").exists()
