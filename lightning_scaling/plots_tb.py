@@ -142,6 +142,15 @@ def forecast_history_figure(
         ax.axhline(observed_final, color="tab:blue", lw=1.2, label=f"{observed_label} {observed_final:.4g}")
     if target_step is not None and math.isfinite(target_step):
         ax.set_xlim(0, target_step)
+    # the first intervals can be wide enough to flatten the rest: scale to the later half
+    later = np.arange(s.size) >= s.size // 2
+    ys = np.concatenate([f[good], lo[band & later], hi[band & later],
+                         [observed_final] if observed_final is not None else []])
+    ys = ys[np.isfinite(ys)]
+    if ys.size:
+        y0, y1 = float(ys.min()), float(ys.max())
+        pad = 0.15 * (y1 - y0) if y1 > y0 else 0.05 * abs(y1) + 1e-12
+        ax.set_ylim(y0 - pad, y1 + pad)
     ax.set_xlabel("step the forecast was made at (optimizer steps)")
     ax.set_ylabel(f"forecast final {loss_label}")
     ax.set_title("Forecast of the final loss over time")

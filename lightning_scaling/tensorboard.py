@@ -255,6 +255,29 @@ def _param_interval(fit: Mapping[str, Any], name: str):
     return None
 
 
+def _early_forecasts(forecasts, observed, fractions=(0.1, 0.25, 0.5)) -> list[str]:
+    """Table rows of the forecasts made nearest 10%, 25% and 50% of the planned run."""
+    rows = []
+    usable = [f for f in forecasts if isinstance(f, Mapping) and _finite(f.get("final_loss"))
+              and _finite(f.get("target_step")) and f.get("target_step") > 0 and _finite(f.get("step"))]
+    seen = set()
+    for frac in fractions:
+        if not usable:
+            break
+        best = min(usable, key=lambda f: abs(f["step"] / f["target_step"] - frac))
+        share = best["step"] / best["target_step"]
+        if id(best) in seen or abs(share - frac) > 0.5 * frac:
+            continue
+        seen.add(id(best))
+        lo, hi = best.get("lower"), best.get("upper")
+        inside = "n/a"
+        if _finite(observed) and _finite(lo) and _finite(hi):
+            inside = "yes" if lo <= observed <= hi else "no"
+        rows.append(f"| step {int(best['step'])} | {100 * share:.0f}% | {format_number(best['final_loss'])} "
+                    f"| [{format_number(lo)}, {format_number(hi)}] | {inside} |")
+    return rows
+
+
 def summary_markdown(summary: Mapping[str, Any], loss_unit: str = "") -> str:
     """A markdown report of a run summary (schema in docs/dev/TEAM.md): law, parameters with
     intervals, forecast vs observed final loss, compute used, warnings raised."""
@@ -298,6 +321,11 @@ def summary_markdown(summary: Mapping[str, Any], loss_unit: str = "") -> str:
         pass
     if not loss_unit:
         lines.append(f"- Losses are in the units of `{loss_name}` (nats for a cross-entropy).")
+    early = _early_forecasts(summary.get("forecasts") or [], observed)
+    if early:
+        lines += ["", "| forecast made at | of the run | forecast | interval | observed inside |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += early
     lines.append("")
     lines.append(
         f"**Compute used:** {format_number(summary.get('flops'), 'FLOPs')}, "

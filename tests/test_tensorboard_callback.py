@@ -1,0 +1,186 @@
+"""ScalingLawMonitor + TensorBoard in real (tiny) Trainer runs: the "Scaling law" panels, the
+figures, the text and JSON summaries; and runs without TensorBoard."""
+
+import json
+import logging
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pl = pytest.importorskip("pytorch_lightning")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.plugins.custom_scalar import layout_pb2  # noqa: E402
+
+from lightning_scaling import ScalingLawMonitor  # noqa: E402
+from lightning_scaling import tensorboard as tb  # noqa: E402
+from lightning_scaling.cli import main as cli_main  # noqa: E402
+from lightning_scaling.io import SUMMARY_FILENAME, read_summary  # noqa: E402
+
+STEPS = 80
+
+
+def make_module(base):
+    class Tiny(base):
+        flops_per_batch = 6.0 * (8 * 16 + 16) * 16
+
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    return Tiny()
+
+
+def loader():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1024, 8, generator=g)
+    y = torch.sin(x.sum(1, keepdim=True))
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True,
+                                       generator=g)
+
+
+def fit(tmp_path, logger, *, trainer_cls=pl.Trainer, base=pl.LightningModule, monitor_cls=ScalingLawMonitor,
+        steps=STEPS, **monitor_kw):
+    torch.manual_seed(0)
+    monitor = monitor_cls(refit_every=10, background=False, tokens_per_batch=16, **monitor_kw)
+    trainer = trainer_cls(max_steps=steps, logger=logger, callbacks=[monitor], default_root_dir=str(tmp_path),
+                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                          log_every_n_steps=5, accelerator="cpu", devices=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(make_module(base), loader())
+    return trainer, monitor
+
+
+def events(log_dir):
+    ea = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    ea.Reload()
+    return ea
+
+
+def sink_of(monitor):
+    (sink,) = [s for s in monitor.sinks if isinstance(s, tb.TensorBoardSink)]
+    return sink
+
+
+def test_every_layout_tag_exists_after_a_real_run(tmp_path, capsys):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    trainer, monitor = fit(tmp_path, logger)
+    sink = sink_of(monitor)
+    ea = events(logger.log_dir)
+    # the layout: written once, the one the sink built, every tag and regex satisfied
+    (layout_event,) = ea.Tensors(tb.LAYOUT_TAG)
+    layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
+    assert layout == sink.layout
+    assert [c.title for c in layout.category] == [tb.CATEGORY, tb.CATEGORY_DETAILS]
+    scalars = set(ea.Tags()["scalars"])
+    assert tb.missing_tags(layout, scalars) == []
+    titles = [c.title for cat in layout.category for c in cat.chart]
+    assert tb.CHART_FORECAST in titles and tb.CHART_FLOPS in titles and tb.CHART_TOKENS in titles
+    assert any(t.startswith("Fitted parameter ") for t in titles)
+    # forecasts as written match the monitor's (float32)
+    written = {e.step: e.value for e in ea.Scalars("scaling/forecast_final_loss")}
+    last = monitor.forecasts[-1]
+    assert any(abs(v - last.final_loss) <= 1e-5 * abs(last.final_loss) for v in written.values())
+    # compute: FLOPs as values, never as steps; the compute-axis series has its unit in the tag
+    flops = ea.Scalars("scaling/flops")
+    assert flops[-1].value == pytest.approx(monitor.compute.flops, rel=1e-6)
+    assert sink.compute_tag.startswith("scaling/loss_vs_compute_step_in_")
+    axis_steps = [e.step for e in ea.Scalars(sink.compute_tag)]
+    assert axis_steps == sorted(axis_steps) and max(axis_steps) < tb.MAX_AXIS_STEPS
+    # figures at the end, the markdown summary
+    assert set(ea.Tags()["images"]) >= {"scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"}
+    assert ea.Images("scaling/figure/loss_vs_compute")[-1].step == STEPS
+    (text,) = ea.Tensors("scaling/summary/text_summary")
+    md = text.tensor_proto.string_val[0].decode()
+    assert "### Scaling law" in md and "FLOPs" in md and "Forecast final" in md
+    # the JSON summary lands in the logger's directory and `report` reads it
+    summary = read_summary(os.path.join(logger.log_dir, SUMMARY_FILENAME))
+    assert summary["steps"] == STEPS and summary["flops"] == pytest.approx(monitor.compute.flops)
+    assert cli_main(["report", str(tmp_path), "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    assert run["source"] == "summary" and run["forecast"]["final_loss"] == pytest.approx(last.final_loss)
+
+
+def test_logger_prefix_is_carried_by_every_panel_tag(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb", prefix="exp")
+    _, monitor = fit(tmp_path, logger, steps=40)
+    sink = sink_of(monitor)
+    exact, regexes = tb.layout_tags(sink.layout)
+    assert all(t.startswith("exp-") for t in exact) and all(r.startswith("^exp\\-") or r.startswith("^exp-")
+                                                            for r in regexes)
+    assert tb.missing_tags(sink.layout, events(logger.log_dir).Tags()["scalars"]) == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "none"])
+def test_without_tensorboard_everything_still_works(tmp_path, kind):
+    from pytorch_lightning.loggers import CSVLogger
+
+    logger = CSVLogger(str(tmp_path), name="csv") if kind == "csv" else False
+    trainer, monitor = fit(tmp_path, logger, steps=40)
+    assert not any(isinstance(s, tb.TensorBoardSink) for s in monitor.sinks)
+    assert monitor.forecast is not None
+    directory = logger.log_dir if kind == "csv" else str(tmp_path)
+    assert read_summary(os.path.join(directory, SUMMARY_FILENAME))["steps"] == 40
+    assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if "tfevents" in f]
+
+
+def test_without_matplotlib_one_info_line_and_no_figures(tmp_path, monkeypatch, caplog):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    with caplog.at_level(logging.INFO, logger="lightning_scaling.tensorboard"):
+        _, monitor = fit(tmp_path, logger, steps=40)
+    lines = [r for r in caplog.records if "matplotlib is not installed" in r.getMessage()]
+    assert len(lines) == 1
+    ea = events(logger.log_dir)
+    assert ea.Tags()["images"] == [] and ea.Tensors(tb.LAYOUT_TAG)
+    assert tb.missing_tags(sink_of(monitor).layout, ea.Tags()["scalars"]) == []
+
+
+def test_lightning_pytorch_flavour(tmp_path):
+    lp = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_scaling.lightning import ScalingLawMonitor as LMonitor
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    _, monitor = fit(tmp_path, logger, trainer_cls=lp.Trainer, base=lp.LightningModule, monitor_cls=LMonitor,
+                     steps=40)
+    layout = sink_of(monitor).layout
+    assert layout is not None
+    assert tb.missing_tags(layout, events(logger.log_dir).Tags()["scalars"]) == []
+
+
+def test_opt_out_and_own_sink_are_respected(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    own = tb.TensorBoardSink(logger, figures=False)
+    _, monitor = fit(tmp_path, logger, steps=20, sinks=[own])
+    assert [s for s in monitor.sinks if isinstance(s, tb.TensorBoardSink)] == [own]
+    assert events(logger.log_dir).Tags()["images"] == []
+    monitor2 = ScalingLawMonitor()
+    monitor2.tensorboard = False
+    assert tb.attach_tensorboard_sink(monitor2, type("T", (), {"loggers": [logger]})()) is None
+    assert monitor2.sinks == []
