@@ -868,7 +868,7 @@ def prepare_points(x, loss, *, max_bins: int = MAX_BINS, min_points: int = MIN_P
                               "n_points_cut": int(wb[:cut].sum()), "why": why}
             xb, yb, wb = xb[cut:], yb[cut:], wb[cut:]
     diag["n_used"] = int(wb.sum())
-    diag["x_range"] = [float(xb[0]), float(xb[-1])]
+    diag["x_range"] = [float(xc[-int(wb.sum())]), float(xc[-1])]
     if not has_downward_trend(xb, yb, wb):
         return Prepared(xb, yb, wb, diag, "no downward trend",
                         "the loss of the last third of the curve (log x) is not below the first third")
@@ -1087,8 +1087,9 @@ def build_fit(fits: Sequence[LawFit], weights: Sequence[float], prep: Prepared, 
     if elapsed is not None:
         diag["fit_seconds"] = float(elapsed)
     ctx_json = None if context is None else _jsonable(context)
+    x_first, x_last = prep.diagnostics.get("x_range", (float(prep.x[0]), float(prep.x[-1])))
     return CurveFit(main.law.name, dict(main.params), _jsonable(diag), components, uncertainty,
-                    ctx_json, float(prep.x[0]), float(prep.x[-1]))
+                    ctx_json, float(x_first), float(x_last))
 
 
 DEFAULT_CALIBRATION = {"k_below": 1.34, "k_above": 0.18, "gamma": 1.0, "k_spread": 1.0,
@@ -1145,6 +1146,9 @@ def _uncertainty_sd(fit: CurveFit, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
     sd_side^2 = base^2 + (k_side * extrapolation)^2, see :func:`interval_terms`.
     """
     cal = dict(DEFAULT_CALIBRATION)
-    cal.update(fit.uncertainty.get("calibration") or {})
+    given = fit.uncertainty.get("calibration") or {}
+    cal.update(given)
+    if "k" in given and "k_below" not in given:  # one symmetric multiplier
+        cal["k_below"] = cal["k_above"] = given["k"]
     base, ext = interval_terms(fit, x)
     return np.hypot(base, cal["k_below"] * ext), np.hypot(base, cal["k_above"] * ext)
