@@ -105,3 +105,21 @@ def test_summary_markdown_says_law_params_forecast_compute_warnings():
     assert "BehindTrendWarning" in md
     md2 = tb.summary_markdown(summary_for_text(final_loss=2.5, warnings=[], fit=None, forecast=None))
     assert "No fit was possible" in md2 and "**Warnings:** none" in md2 and "none made" in md2
+
+
+def test_tabulated_trend_band_matches_the_fit():
+    import lightning_scaling as ls
+    from lightning_scaling.monitoring import Forecast
+
+    rng = np.random.default_rng(0)
+    x = np.arange(1, 400, dtype=float)
+    fit = ls.fit_curve(x, (2 + 3 * x**-0.4) * np.exp(0.01 * rng.standard_normal(x.size)))
+    assert fit.ok
+    forecast = Forecast(step=399, final_loss=float(fit.predict(1000)), lower=0.0, upper=0.0, level=0.9,
+                        law=fit.law, target_step=1000, fit=fit)
+    band = tb.TensorBoardSink._tabulate_band(tb.TensorBoardSink(writer=object()), forecast)
+    for xq in (3.0, 57.5, 399.0, 800.0, 5000.0):  # 5000: past the grid, evaluated directly
+        trend, lo, hi = tb.TensorBoardSink._band_at(band, xq, 0.9)
+        exp_lo, exp_hi = fit.interval(xq, level=0.9)
+        assert trend == pytest.approx(fit.predict(xq), rel=1e-3)
+        assert (lo, hi) == pytest.approx((exp_lo, exp_hi), rel=1e-3)

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""What the TensorBoard panels add to training time (target: <= 0.5%, figures included).
+
+Two configurations, alternated run by run, each run in a fresh process (so the panels pay
+their own imports, matplotlib included):
+
+- ``off``: TensorBoardLogger + ScalingLawMonitor with its TensorBoard sink switched off
+  (``monitor.tensorboard = False``): the monitor's own logging through ``pl_module.log``;
+- ``on``:  the same with the sink the monitor adds by itself (layout, per-step series every
+  ``log_every_n_steps`` steps, forecasts and parameters at each refit, budgeted figures,
+  final figures and markdown summary).
+
+Reported: the sink's own wall time (timed inside it, by kind of work) as a share of the
+``on`` run's fit time: the precise number; and the difference of median fit times between
+the two configurations, whose run-to-run noise on a shared machine is far above 0.5%
+(its spread is printed with it). The workload: an MLP regression with steps of a few
+milliseconds to tens of milliseconds on one CPU thread (--width, --batch).
+
+    python benchmarks/tensorboard_overhead.py [--steps 3000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def one_run(mode: str, steps: int, width: int, batch: int, threads: int, log_every: int) -> dict:
+    import warnings
+
+    import torch
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_scaling import ScalingLawMonitor
+    from lightning_scaling.tensorboard import TensorBoardSink
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+    class MLP(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(32, width), torch.nn.GELU(), torch.nn.Linear(width, width),
+                                           torch.nn.GELU(), torch.nn.Linear(width, 1))
+            n = sum(p.numel() for p in self.parameters())
+            self.flops_per_batch = 6.0 * n * batch
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, b, i):
+            x, y = b
+            loss = torch.nn.functional.mse_loss(self(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+    x = torch.randn(batch * 64, 32)
+    y = torch.sin(x[:, :8].sum(1, keepdim=True)) * torch.cos(x[:, 8:16].sum(1, keepdim=True))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True)
+    with tempfile.TemporaryDirectory() as root:
+        logger = TensorBoardLogger(root, name="bench")
+        monitor = ScalingLawMonitor(tokens_per_batch=batch)
+        if mode == "off":
+            monitor.tensorboard = False
+        trainer = pl.Trainer(max_steps=steps, logger=logger, callbacks=[monitor], enable_progress_bar=False,
+                             enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=log_every,
+                             accelerator="cpu", devices=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            trainer.fit(MLP(), loader)
+            fit_s = time.perf_counter() - t0
+        sinks = [s for s in monitor.sinks if isinstance(s, TensorBoardSink)]
+        out = {"mode": mode, "fit_s": fit_s, "steps": steps, "refits": len(monitor.forecasts)}
+        if sinks:
+            sink = sinks[0]
+            timings = dict(sink.timings)
+            out.update({"sink_s": sink.seconds, "timings": timings, "periodic_figures_s": sink.figure_seconds,
+                        "final_figures_s": timings["figures"] - sink.figure_seconds,
+                        "figures_written": sink.figures_written})
+        return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--log-every", type=int, default=50, help="Trainer(log_every_n_steps=...)")
+    parser.add_argument("--one", choices=["on", "off"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_run(args.one, args.steps, args.width, args.batch, args.threads, args.log_every)))
+        return 0
+    runs = []
+    load_before = os.getloadavg()[0]
+    for i in range(args.repeat):
+        for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
+            cmd = [sys.executable, __file__, "--one", mode, "--steps", str(args.steps), "--width", str(args.width),
+                   "--batch", str(args.batch), "--threads", str(args.threads), "--log-every", str(args.log_every)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                return 1
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"  {mode:3s} fit {runs[-1]['fit_s']:.2f} s" + (f", sink {runs[-1]['sink_s']:.3f} s"
+                                                                    if "sink_s" in runs[-1] else ""), file=sys.stderr)
+    on = [r for r in runs if r["mode"] == "on"]
+    off = [r for r in runs if r["mode"] == "off"]
+    med_on = statistics.median(r["fit_s"] for r in on)
+    med_off = statistics.median(r["fit_s"] for r in off)
+    share = [r["sink_s"] / r["fit_s"] for r in on]
+    kinds = {k: statistics.median(r["timings"][k] for r in on) for k in on[0]["timings"]}
+    result = {
+        "steps": args.steps, "repeat": args.repeat, "log_every_n_steps": args.log_every,
+        "step_ms_off": 1000 * med_off / args.steps,
+        "fit_s": {"on": [round(r["fit_s"], 3) for r in on], "off": [round(r["fit_s"], 3) for r in off]},
+        "sink_share_of_fit": {"median": statistics.median(share), "max": max(share)},
+        "sink_seconds_by_kind": kinds,
+        "final_figures_s": statistics.median(r["final_figures_s"] for r in on),
+        "periodic_figures_s": statistics.median(r["periodic_figures_s"] for r in on),
+        "figures_written": [r["figures_written"] for r in on],
+        "refits": [r["refits"] for r in on],
+        "ab_difference": (med_on - med_off) / med_off,
+        "ab_spread_off": (max(r["fit_s"] for r in off) - min(r["fit_s"] for r in off)) / med_off,
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    s = result["sink_share_of_fit"]["median"]
+    print(f"TensorBoard panels: {100 * s:.3f}% of training time by the sink's own clock "
+          f"(target 0.5%): {'OK' if s <= 0.005 else 'OVER'}; A/B wall difference {100 * result['ab_difference']:+.2f}% "
+          f"(run-to-run spread {100 * result['ab_spread_off']:.1f}%)")
+    return 0 if s <= 0.005 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
