@@ -155,3 +155,21 @@ def test_train_smoke_end_to_end(tmp_path):
     assert summary["flops"] == pytest.approx(result["flops"])
     assert summary["forecast"] is not None and summary["forecasts"]
     assert result["forecast_50"] is not None
+
+
+def test_sweep_smoke_end_to_end(tmp_path):
+    out = tmp_path / "sweep"
+    proc = run_script([str(EXAMPLES / "sweep.py"), "--smoke", "--out", str(out)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "L(N, D) = E + A / N^alpha + B / D^beta" in proc.stdout
+    assert "compute-optimal for C =" in proc.stdout
+    result = json.loads((out / "sweep_result.json").read_text())
+    assert len(result["runs"]) == 6
+    assert len({(r["N"], r["D"]) for r in result["runs"]}) == 6
+    assert set(result["law"]["params"]) == {"E", "A", "B", "alpha", "beta"}
+    summaries = sorted(out.rglob("scaling_summary.json"))
+    assert len(summaries) == 6
+    assert all(json.loads(p.read_text())["forecast"] is not None for p in summaries)
+    assert len({p.parent for p in event_files(out)}) == 6
+    figure = Path(result["figure"])
+    assert figure.is_file() and figure.read_bytes()[:4] == b"\x89PNG"

@@ -253,6 +253,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=None)
     parser.add_argument("--n-layer", type=int, default=None)
     parser.add_argument("--d-model", type=int, default=None)
     parser.add_argument("--n-head", type=int, default=None)
@@ -262,6 +263,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs", help="TensorBoard log folder (default: ./runs)")
     parser.add_argument("--name", default=None, help="run name (default: the preset's name)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-every", type=int, default=None,
+                        help="steps between progress lines (default: the preset's)")
     parser.add_argument("--json", dest="json_path", default=None,
                         help="also write the end-of-run figures to this JSON file")
     return parser.parse_args(argv)
@@ -273,13 +276,16 @@ def resolve_preset(args) -> Preset:
                                          ("n_head", args.n_head)) if v is not None}
     model = replace(preset.model, **model_overrides) if model_overrides else preset.model
     optim = replace(preset.optim, fault_step=args.inject_fault,
-                    lr=args.lr if args.lr is not None else preset.optim.lr)
+                    lr=args.lr if args.lr is not None else preset.optim.lr,
+                    warmup_steps=preset.optim.warmup_steps if args.warmup_steps is None
+                    else args.warmup_steps)
     preset = replace(preset, model=model, optim=optim,
                      batch_size=args.batch_size or preset.batch_size,
                      max_steps=args.max_steps or preset.max_steps,
                      threads=args.threads or preset.threads,
                      compile=preset.compile and not args.no_compile,
-                     data=args.data or preset.data)
+                     data=args.data or preset.data,
+                     report_every=args.report_every or preset.report_every)
     if preset.accelerator == "gpu" and not torch.cuda.is_available():
         raise SystemExit(f"--preset {preset.name} needs a CUDA GPU; none is available "
                          "(try --preset cpu, or --preset gpu-tiny for the GPU code path on a CPU)")
