@@ -687,7 +687,7 @@ def fit_law(
     prior: dict[str, tuple[float, float]] | None = None,
     scale: float | None = None,
     grid_per_dim: int | None = None,
-    zoom_steps: int = 5,
+    zoom_steps: int | None = None,
     autocorr: bool = True,
 ) -> LawFit:
     """Robust fit of one law to clean points (x > 0, loss > 0, sorted).
@@ -708,7 +708,8 @@ def fit_law(
             units, e.g. alpha) or linear coefficients (units of the basis columns).
         scale: robust sd of log residuals to use (default: estimated from a first LS pass).
         grid_per_dim: points per dimension of the starting grid.
-        zoom_steps: refinement rounds around the best candidate.
+        zoom_steps: refinement rounds around the best candidate (default 8 for one
+            nonlinear parameter, 5 otherwise).
         autocorr: temper the likelihood by (1 + rho) / (1 - rho), rho the lag-1
             autocorrelation of the residuals of a first pass: neighbouring points of a
             smooth curve carry less independent information than their number says, so
@@ -726,7 +727,12 @@ def fit_law(
     merged = dict(law.default_prior)
     merged.update(prior or {})
     prior_lin, prior_nl = _split_prior(law, merged)
-    prob = _Problem(law, xn, y, w, context, prior_lin, prior_nl)
+    # the linear coefficients are solved on loss / y_scale (any loss magnitude fits alike)
+    y_scale = float(np.median(y))
+    if not (math.isfinite(y_scale) and y_scale > 0):
+        y_scale = 1.0
+    prior_lin = [(j, mu / y_scale, sd / y_scale) for j, mu, sd in prior_lin]
+    prob = _Problem(law, xn, y / y_scale, w, context, prior_lin, prior_nl)
     dim = len(law.bounds)
     if grid_per_dim is None:
         grid_per_dim = grid_for(law, fine=True)
@@ -737,6 +743,8 @@ def fit_law(
     obj, coef, _, scale = prob.evaluate_scaled(grid, scale, autocorr)
     i = int(np.argmin(obj))
     best_theta, best_obj, best_coef = grid[i].copy(), float(obj[i]), coef[i].copy()
+    if zoom_steps is None:
+        zoom_steps = 8 if dim == 1 else 5
     step = (highs - lows) / max(grid_per_dim - 1, 1)
     offsets = np.array(list(product((-1.0, -0.5, 0.0, 0.5, 1.0), repeat=dim)))
     for _ in range(zoom_steps if dim else 0):
@@ -746,6 +754,7 @@ def fit_law(
         if obj[j] < best_obj:
             best_theta, best_obj, best_coef = cand[j].copy(), float(obj[j]), coef[j].copy()
         step = step * 0.4
+    best_coef = best_coef * y_scale
     if not math.isfinite(best_obj):
         return LawFit(law, {}, tuple(best_theta), tuple(best_coef), math.inf, scale, x_scale, False)
     params = law.to_params(tuple(float(c) for c in best_coef), tuple(float(t) for t in best_theta),
@@ -936,7 +945,7 @@ def detect_warmup(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, z: float = WAR
         best = alphas[np.argmin(obj.reshape(nc, na), axis=1), 0]
         step = alphas[1, 0] - alphas[0, 0]
         W7 = np.repeat(W1, offsets.size, axis=0)
-        for _ in range(3):  # zoom on each cut's exponent
+        for _ in range(6):  # zoom on each cut's exponent
             cand = np.clip(best[:, None] + step * offsets[None, :], lo_a, hi_a).reshape(-1, 1)
             obj, _, r = prob.evaluate(cand, None, W7)
             k = np.argmin(obj.reshape(nc, offsets.size), axis=1)
@@ -1000,10 +1009,11 @@ def fit_curve(x, loss, *, lr=None, prior=None, laws: Sequence[str] | None = None
         raise InvalidInputError("schedule-aware laws need lr=...; fit_curve(x, loss, lr=lr)")
     if prior is not None and not isinstance(prior, dict):
         raise InvalidInputError("prior must be a dict {parameter name: (mean, sd)}")
-    prep = prepare_points(x, loss)
-    if prep.reason:
-        return failed_fit(prep.reason, prep.diagnostics, prep.detail)
-    return fit_prepared(candidates, prep, prior=prior, t0=t0)
+    with np.errstate(all="ignore"):  # extreme inputs make inf/NaN candidates; they lose
+        prep = prepare_points(x, loss)
+        if prep.reason:
+            return failed_fit(prep.reason, prep.diagnostics, prep.detail)
+        return fit_prepared(candidates, prep, prior=prior, t0=t0)
 
 
 def fit_prepared(candidates: Sequence[Law], prep: Prepared, *, context=None, prior=None,

@@ -203,18 +203,18 @@ def _shift_eval(x, p, context=None):
 
 
 def _shift_basis(xn, theta, context=None):
-    alpha, x0 = theta
-    return [1.0, np.exp(-alpha * np.log(np.maximum(xn + x0, 1e-300)))]
+    alpha, log_x0 = theta
+    return [1.0, np.exp(-alpha * np.log(xn + np.exp(log_x0)))]
 
 
 def _shift_params(coef, theta, x_scale):
     E, A = coef
-    alpha, x0 = theta
+    alpha, log_x0 = theta
     return {
         "E": float(E),
         "A": float(A * math.exp(alpha * math.log(x_scale))),
         "alpha": float(alpha),
-        "x0": float(x0 * x_scale),
+        "x0": float(math.exp(log_x0) * x_scale),
     }
 
 
@@ -226,9 +226,9 @@ register_law(
         evaluate=_shift_eval,
         linear=("E", "A"),
         linear_lower=(0.0, 0.0),
-        nonlinear=("alpha", "x0"),
-        bounds=((0.02, 3.0), (0.0, 0.5)),
-        starts=((0.3, 0.01), (0.7, 0.05), (1.5, 0.1)),
+        nonlinear=("alpha", "log_x0"),
+        bounds=((0.02, 3.0), (-10.0, 0.0)),
+        starts=((0.3, -4.0), (0.7, -3.0), (1.5, -2.0)),
         basis=_shift_basis,
         to_params=_shift_params,
         asymptote=lambda p: p["E"],
