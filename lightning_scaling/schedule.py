@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from scipy.signal import lfilter
 
 from .errors import InvalidInputError
 
@@ -102,8 +101,30 @@ def annealing_area(u, momentum: float = DEFAULT_ANNEAL_MOMENTUM) -> np.ndarray:
     """
     if not 0.0 <= momentum < 1.0:
         raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
-    m = lfilter([1.0], [1.0, -momentum], lr_drops(u))
-    return lr_area(m)
+    return lr_area(_decayed_sum(lr_drops(u), momentum))
+
+
+def _decayed_sum(d: np.ndarray, lam: float) -> np.ndarray:
+    """m[s] = lam * m[s-1] + d[s] (m[-1] = 0), vectorised in blocks (O(T), no overflow).
+
+    Inside a block starting at b: m[b+j] = lam**j * (lam * m[b-1] + sum_{i<=j} d[b+i] lam**-i);
+    blocks are short enough that lam**-j stays far from overflow.
+    """
+    n = d.size
+    out = np.empty(n)
+    if lam == 0.0:
+        out[:] = d
+        return out
+    block = int(max(1, min(4096, math.floor(300.0 / -math.log(lam))))) if lam < 1 else 4096
+    powers = lam ** np.arange(block, dtype=float)
+    carry = 0.0
+    for b in range(0, n, block):
+        seg = d[b : b + block]
+        p = powers[: seg.size]
+        m = p * (lam * carry + np.cumsum(seg / p))
+        out[b : b + seg.size] = m
+        carry = float(m[-1])
+    return out
 
 
 @dataclass(frozen=True)
@@ -147,9 +168,12 @@ def drop_chunks(u, max_chunks: int = 96) -> DropChunks:
     label = np.floor(mass / total * max_chunks * (1 - 1e-12)).astype(np.int64)
     span = max(1, int(math.ceil(T / max_chunks)))
     label = label * (T // span + 2) + nz // span
+    # and a new chunk whenever u changes by 10%: u**-gamma varies fast where u nears 0
+    level = np.floor(np.log(np.maximum(u[nz], 1e-6)) / math.log(1.1)).astype(np.int64)
     sign = np.sign(d[nz])
     new = np.ones(nz.size, dtype=bool)
-    new[1:] = (label[1:] != label[:-1]) | (sign[1:] != sign[:-1]) | (nz[1:] - nz[:-1] > span)
+    new[1:] = ((label[1:] != label[:-1]) | (sign[1:] != sign[:-1]) | (nz[1:] - nz[:-1] > span)
+               | (level[1:] != level[:-1]))
     first = np.flatnonzero(new)
     starts = nz[first]
     last = np.append(first[1:] - 1, nz.size - 1)
