@@ -393,8 +393,9 @@ def attach_tensorboard_sink(monitor, trainer, **options) -> "TensorBoardSink | N
     """Add a :class:`TensorBoardSink` to ``monitor`` when the trainer logs to TensorBoard.
 
     Does nothing (returns None) without a TensorBoardLogger, when the monitor already has a
-    TensorBoardSink (one the user configured, or from an earlier ``fit``), or when the
-    monitor's ``tensorboard`` attribute is False.
+    TensorBoardSink the user configured or one added for this same logger by an earlier
+    ``fit``, or when the monitor's ``tensorboard`` attribute is False. A sink added for
+    another logger (the monitor reused with a new Trainer) is replaced.
     """
     if getattr(monitor, "tensorboard", True) is False:
         return None
@@ -402,9 +403,12 @@ def attach_tensorboard_sink(monitor, trainer, **options) -> "TensorBoardSink | N
     if logger is None:
         return None
     sinks = getattr(monitor, "sinks", [])
-    if any(isinstance(s, TensorBoardSink) for s in sinks):
-        return None
+    for existing in [s for s in sinks if isinstance(s, TensorBoardSink)]:
+        if not existing.auto or existing.logger is logger:
+            return None
+        sinks.remove(existing)
     sink = TensorBoardSink(logger, **options)
+    sink.auto = True
     if hasattr(monitor, "add_sink"):
         monitor.add_sink(sink)
     else:
@@ -455,6 +459,7 @@ class TensorBoardSink:
             raise ValueError("TensorBoardSink needs a TensorBoardLogger or a SummaryWriter")
         self.logger = logger
         self._writer = writer
+        self.auto = False  # True when attach_tensorboard_sink added it
         self.every = every
         self.figures = bool(figures)
         self.figure_every = max(1, int(figure_every))

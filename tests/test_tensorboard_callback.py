@@ -184,3 +184,20 @@ def test_opt_out_and_own_sink_are_respected(tmp_path):
     monitor2.tensorboard = False
     assert tb.attach_tensorboard_sink(monitor2, type("T", (), {"loggers": [logger]})()) is None
     assert monitor2.sinks == []
+
+
+def test_monitor_reused_with_a_new_logger_gets_a_fresh_sink(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    first = TensorBoardLogger(str(tmp_path), name="a")
+    _, monitor = fit(tmp_path, first, steps=20)
+    old = sink_of(monitor)
+    second = TensorBoardLogger(str(tmp_path), name="b")
+    trainer = pl.Trainer(max_steps=40, logger=second, callbacks=[monitor], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(make_module(pl.LightningModule), loader())
+    new = sink_of(monitor)
+    assert new is not old and new.logger is second
+    assert tb.LAYOUT_TAG in events(second.log_dir).Tags()["tensors"]
