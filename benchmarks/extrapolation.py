@@ -112,6 +112,60 @@ METHODS: list[Method] = [
 ]
 
 
+# --------------------------------------------------------------------------- schedule-aware (issue 3)
+def scheduled_forecast(case: Case, level: float, prior=None) -> Forecast | None:
+    """fit_curve(step, loss, lr=lr): the schedule-aware fit (Tissue et al. law, default priors)."""
+    from lightning_scaling import fit_curve
+
+    fit = fit_curve(case.seen_step, case.loss, lr=case.lr, prior=prior)
+    if not fit.ok:
+        return None
+    T = case.curve.final_step
+    lo, hi = fit.interval(T, level)
+    return Forecast(fit.predict(T), lo, hi)
+
+
+REFERENCE_RUNS = ("cosine_24000", "constant_24000")
+"""multipower: the same model size's runs that lend their fits to the other schedules."""
+
+REFERENCE_DATA = None
+"""Folder holding curves/ for the reference runs (None: ../shared/data)."""
+
+_REFERENCE_FITS: dict[str, list] = {}
+
+
+def _reference_prior(case: Case):
+    """Full-curve schedule-aware fits of the same model size's reference runs (cached)."""
+    from lightning_scaling import fit_curve
+
+    size = case.curve.run.split("_")[0]
+    if size not in _REFERENCE_FITS:
+        runs = {c.run: c for c in load_sets(REFERENCE_DATA, ["multipower"])}
+        fits = []
+        for name in REFERENCE_RUNS:
+            ref = runs[f"{size}_{name}"]
+            measured = np.isfinite(ref.loss)
+            fits.append(fit_curve(ref.step[measured], ref.loss[measured], lr=ref.lr).to_dict())
+        _REFERENCE_FITS[size] = fits
+    return _REFERENCE_FITS[size]
+
+
+def scheduled_reference_forecast(case: Case, level: float) -> Forecast | None:
+    """Schedule-aware fit with prior= the same size's cosine_24000 and constant_24000 fits."""
+    return scheduled_forecast(case, level, prior=_reference_prior(case))
+
+
+def _is_reference_target(case: Case) -> bool:
+    return (case.curve.set == "multipower" and case.lr is not None
+            and not case.curve.run.endswith(REFERENCE_RUNS))
+
+
+METHODS += [
+    Method("schedule-aware", scheduled_forecast, applies=lambda case: case.lr is not None),
+    Method("schedule + reference", scheduled_reference_forecast, applies=_is_reference_target),
+]
+
+
 # --------------------------------------------------------------------------- scoring
 @dataclass
 class Result:
