@@ -402,11 +402,24 @@ def _solve(x0: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
                 out[lo + 1 : hi] = x * np.cumprod(a[lo + 1 : hi])
                 x = out[hi - 1]
         return out
+    # general affine steps (e.g. cosine with eta_min): blocks of a closed-form scan,
+    # x[j] = P[j] * (x_in + sum_{i<=j} b[i] / P[i]) with P the running product of a,
+    # stepped one by one only where P vanishes or underflows inside a block.
     out = np.empty(a.size)
     x = float(x0)
-    for i, (ai, bi) in enumerate(zip(a.tolist(), b.tolist())):
-        x = ai * x + bi
-        out[i] = x
+    block = 512
+    for lo in range(0, a.size, block):
+        ab, bb = a[lo : lo + block], b[lo : lo + block]
+        P = np.cumprod(ab)
+        if np.all(np.abs(P) > 1e-250):
+            seg = P * (x + np.cumsum(bb / P))
+        else:
+            seg = np.empty(ab.size)
+            for i, (ai, bi) in enumerate(zip(ab.tolist(), bb.tolist())):
+                x = ai * x + bi
+                seg[i] = x
+        out[lo : lo + ab.size] = seg
+        x = float(seg[-1])
     return out
 
 

@@ -83,6 +83,13 @@ known schedule at 10/25/50% seen: the posterior spread (parameters, alpha, prior
 the LR area is itself only an approximation). In-sample coverage of the 90% interval: 92%,
 89%, 95% (see benchmarks/extrapolation.py)."""
 
+REFERENCE_AMP_SD = 0.15
+"""Least relative sd of an amplitude lent by a reference run: C varies by +-10-15% across the
+schedules of one recipe (multipower 25M: 1.0-1.4e-4; 100M: 1.2-1.5e-4)."""
+
+REFERENCE_ALPHA_SD = 0.03
+"""Least sd of an alpha lent by a reference run."""
+
 SCHEDULE_LAWS = ("tissue", "multipower")
 
 
@@ -297,11 +304,11 @@ def _resolve_priors(prior, law_name: str, momentum: float | None) -> tuple[_Prio
         p = r["params"]
         post = (r.get("diagnostics") or {}).get("posterior_sd") or {}
         anneal = (r.get("diagnostics") or {}).get("anneal") or {}
-        alphas.append((float(p["alpha"]), max(float(post.get("alpha") or 0.0), 0.03)))
+        alphas.append((float(p["alpha"]), max(float(post.get("alpha") or 0.0), REFERENCE_ALPHA_SD)))
         amp_name = "C" if law == "tissue" else "B"
         if anneal.get("identifiable"):
             a = float(p[amp_name])
-            amps.append((a, max(float(post.get(amp_name) or 0.0), 0.15 * abs(a), 1e-12)))
+            amps.append((a, max(float(post.get(amp_name) or 0.0), REFERENCE_AMP_SD * abs(a), 1e-12)))
             if law == "tissue":
                 mom = float(p.get("momentum", mom))
             else:
