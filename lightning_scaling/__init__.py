@@ -8,6 +8,7 @@ lightning_scaling`` (and the command line) stay fast.
 from __future__ import annotations
 
 from .curve import CurveFit, fit_curve
+from . import scheduled as _scheduled  # noqa: F401  registers the schedule-aware laws (from_dict)
 from .errors import (
     BehindTrendWarning,
     DivergenceWarning,

@@ -236,3 +236,30 @@ def test_real_modded_nanogpt_curve():
     assert abs(fit.predict(T) - truth) / truth < 0.03
     lo, hi = fit.interval(T)
     assert lo < truth < hi
+
+
+def test_a_fresh_process_reads_a_schedule_aware_fit(tmp_path):
+    import subprocess
+    import sys
+
+    lr = wsd()
+    t, y, _ = tissue_curve(lr)
+    fit = ls.fit_curve(t[t < 12000], y[t < 12000], lr=lr)
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(fit.to_dict()))
+    code = ("import json, sys, lightning_scaling as ls; "
+            "f = ls.CurveFit.from_dict(json.load(open(sys.argv[1]))); print(repr(f.predict(20000)))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert float(out.stdout) == pytest.approx(fit.predict(20000), rel=1e-12)
+
+
+def test_extrapolate_cli_with_the_lr_column(capsys):
+    from lightning_scaling.cli import main
+
+    path = DATA / "curves" / "modded_nanogpt_ValueEmbed_00008ea0.csv"
+    assert main(["extrapolate", str(path), "--lr", "lr", "--at", "1530", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fit"]["law"] == "tissue"
+    assert 3.0 < out["forecasts"][0]["loss"] < 3.6
+    assert main(["extrapolate", str(path), "--lr", "lr", "--at", "1530"]) == 0
+    assert "law: tissue" in capsys.readouterr().out
