@@ -1,0 +1,290 @@
+"""Cross-run references (issue 7, part 3): the pure comparison, then real Trainer runs, then DDP."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+
+from lightning_scaling import ScalingLawMonitor
+from lightning_scaling.errors import InvalidInputError, ScalingWarning
+from lightning_scaling.reference import (
+    Reference,
+    ReferenceCheck,
+    WorseThanReferenceWarning,
+    as_reference,
+    forecast_above_reference,
+    summary_reference_loss,
+)
+from lightning_scaling.replay import ReplayModule
+from lightning_scaling.scaling import ScalingLawFit
+
+FAST = dict(enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+            num_sanity_val_steps=0, accelerator="cpu", devices=1, logger=False)
+STEPS = 200
+TOKENS_PER_STEP = 1000.0
+LAW = dict(E=1.5, A=0.25, B=40.0, alpha=0.3, beta=0.3)
+
+
+def power_curve(E=2.0, A=3.0, alpha=0.5, n=STEPS, noise=0.003, seed=0):
+    """A recorded curve L(s) = E + A s^-alpha with 0.3% multiplicative noise; truth = E + A n^-alpha."""
+    s = np.arange(0, n + 1, dtype=float)
+    loss = (E + A * np.maximum(s, 1) ** -alpha) * (1 + noise * np.random.default_rng(seed).standard_normal(s.size))
+    loss[0] = np.nan
+    return {"step": s, "tokens": s * TOKENS_PER_STEP, "loss": loss}
+
+
+TRUTH = 2.0 + 3.0 * STEPS ** -0.5  # 2.212
+
+
+def summary(**kw):
+    d = {"format": "lightning-scaling/run-summary", "version": 1, "run": "ref", "steps": 1000,
+         "final_loss": 3.0, "forecast": {"final_loss": 2.9, "target_step": 2000}, "stopped_reason": None,
+         "planned_steps": 1000, "loss_name": "train_loss", "some_future_key": [1, 2]}
+    d.update(kw)
+    return d
+
+
+def forecast(lower, upper=None, final=None, tokens=2e5, target=STEPS):
+    upper = lower + 0.1 if upper is None else upper
+    final = (lower + upper) / 2 if final is None else final
+    return SimpleNamespace(lower=lower, upper=upper, final_loss=final, level=0.9, target_step=target,
+                           target_tokens=tokens)
+
+
+# -- pure ---------------------------------------------------------------------------------------
+def test_a_number_is_its_own_reference_and_bad_numbers_are_refused():
+    ref = as_reference(3.2)
+    assert ref.kind == "number" and ref.loss_at(None, None) == (3.2, None)
+    for bad in (math.nan, math.inf, True, "3.2x", object()):
+        with pytest.raises(InvalidInputError):
+            as_reference(bad)
+    with pytest.raises(InvalidInputError, match="scaling-law reference only"):
+        as_reference(3.2, n_params=1e6)
+
+
+def test_a_scaling_law_is_evaluated_at_the_runs_own_n_and_d():
+    law = ScalingLawFit(params=dict(LAW))
+    ref = as_reference(law)
+    expected = LAW["E"] + LAW["A"] / 1e8 ** LAW["alpha"] + LAW["B"] / 2e9 ** LAW["beta"]
+    assert ref.loss_at(1e8, 2e9)[0] == pytest.approx(expected, rel=1e-12)
+    loss, why = ref.loss_at(1e8, math.nan)
+    assert math.isnan(loss) and "tokens" in why
+    assert math.isnan(ref.loss_at(None, 2e9)[0])
+    # overrides win over the run's numbers; the to_dict() form is a law too
+    pinned = as_reference(law.to_dict(), n_params=1e8)
+    assert pinned.kind == "law" and pinned.loss_at(5.0, 2e9)[0] == pytest.approx(expected, rel=1e-12)
+    assert "N=100M non-embedding params, D=2B tokens" in pinned.describe(5.0, 2e9)
+
+
+def test_a_run_summary_stands_for_its_final_loss_or_its_forecast_when_it_stopped_early(tmp_path):
+    assert summary_reference_loss(summary())[0] == 3.0
+    stopped = summary(stopped_reason="behind trend", steps=400)
+    value, what = summary_reference_loss(stopped)
+    assert value == 2.9 and "forecast" in what and "stopped at step 400" in what
+    assert summary_reference_loss(summary(steps=500, forecast=None))[0] == 3.0  # short, no forecast: its loss
+    with pytest.raises(InvalidInputError, match="neither a final loss"):
+        summary_reference_loss(summary(final_loss=None, forecast=None))
+    # dicts, files and folders
+    assert as_reference(summary()).value == 3.0
+    (tmp_path / "scaling_summary.json").write_text(json.dumps(summary(final_loss=2.5)))
+    assert as_reference(tmp_path).value == 2.5
+    assert as_reference(str(tmp_path / "scaling_summary.json")).loss_name == "train_loss"
+    law_file = tmp_path / "law.json"
+    law_file.write_text(json.dumps(ScalingLawFit(params=dict(LAW)).to_dict()))
+    assert as_reference(law_file).kind == "law"
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "no such file"),
+    ("{not json", "not valid JSON"),
+    (json.dumps([1, 2]), "JSON object"),
+    (json.dumps({"format": "something-else"}), "neither a run summary"),
+    (json.dumps(summary(version=99)), "newer than this lightning-scaling"),
+])
+def test_unusable_reference_files_are_one_clear_error(tmp_path, content, match):
+    path = tmp_path / "ref.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InvalidInputError, match=match):
+        as_reference(path)
+
+
+def test_the_check_needs_patience_flags_once_per_episode_and_stops_only_after_min_fraction():
+    assert forecast_above_reference(2.01, 2.0) and not forecast_above_reference(2.0, 2.0)
+    assert not forecast_above_reference(math.nan, 2.0)
+    check = ReferenceCheck(2.0, patience=2, stop=True)
+    kw = dict(planned_steps=STEPS, min_fraction=0.5, n_params=None)
+    fs = [forecast(1.9)]
+    assert not check.evaluate(step=20, forecasts=fs, **kw).worse
+    fs.append(forecast(2.05))  # one forecast above: not yet
+    assert not check.evaluate(step=40, forecasts=fs, **kw).worse
+    fs.append(forecast(2.06, final=2.1, upper=2.2))
+    v = check.evaluate(step=60, forecasts=fs, **kw)
+    assert v.worse and v.flag and not v.stop and v.reference_loss == 2.0  # before min_fraction: flag only
+    assert "2.1, 90% interval [2.06, 2.2]" in v.message and "reference loss: 2" in v.message
+    fs.append(forecast(2.07))
+    v = check.evaluate(step=100, forecasts=fs, **kw)
+    assert v.worse and not v.flag and v.stop  # still worse: no second flag; past min_fraction: stop
+    fs.append(forecast(1.95))
+    assert not check.evaluate(step=120, forecasts=fs, **kw).worse
+    fs += [forecast(2.1), forecast(2.1)]
+    assert check.evaluate(step=140, forecasts=fs, **kw).flag and check.flags == 2  # a new episode
+    assert not ReferenceCheck(2.0, stop=False).evaluate(step=180, forecasts=fs, **kw).stop
+
+
+def test_a_law_without_tokens_says_so_once():
+    check = ReferenceCheck(ScalingLawFit(params=dict(LAW)), patience=1, stop=True)
+    fs = [forecast(9.0, tokens=math.nan)]
+    v = check.evaluate(step=100, planned_steps=STEPS, min_fraction=0.2, n_params=1e6, forecasts=fs)
+    assert not v.worse and "tokens_per_batch" in v.unavailable
+    assert check.evaluate(step=120, planned_steps=STEPS, min_fraction=0.2, n_params=1e6, forecasts=fs).unavailable is None
+
+
+# -- real Trainer runs ---------------------------------------------------------------------------
+def replay(curve, reference, stop=True, root=None, **kw):
+    mon = ScalingLawMonitor(refit_every=10, background=False, log_metrics=False, write_summary=root is not None,
+                            reference=reference, stop_if_worse_than_reference=stop, **kw)
+    module = ReplayModule(curve)
+    trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[mon], default_root_dir=root, **FAST)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ScalingWarning)
+        trainer.fit(module)
+    flags = [str(w.message) for w in caught if issubclass(w.category, WorseThanReferenceWarning)]
+    return mon, trainer, flags
+
+
+def test_a_run_headed_above_a_reference_number_is_flagged_and_stopped_after_min_fraction():
+    mon, trainer, flags = replay(power_curve(), TRUTH * 0.95)
+    assert len(flags) == 1 and f"{TRUTH * 0.95:.4g}" in flags[0] and "interval" in flags[0]
+    assert mon.stopped_reason.startswith("worse than reference") and trainer.global_step == mon.stopped_step
+    assert 0.2 * STEPS <= mon.stopped_step < STEPS
+    assert any("worse than reference" in w for w in mon.warnings_emitted)
+    # a reference the run beats: no flag, the run goes to its end
+    mon, trainer, flags = replay(power_curve(), TRUTH * 1.05)
+    assert flags == [] and mon.stopped_reason is None and trainer.global_step == STEPS
+    # flag only
+    mon, trainer, flags = replay(power_curve(), TRUTH * 0.95, stop=False)
+    assert len(flags) == 1 and mon.stopped_reason is None and trainer.global_step == STEPS
+
+
+def test_a_scaling_law_reference_uses_the_monitors_n_and_the_planned_tokens():
+    # ReplayModule has one parameter (N = 1 non-embedding parameter); D = 200 steps * 1,000 tokens
+    d = STEPS * TOKENS_PER_STEP
+    below = dict(LAW, E=TRUTH * 0.95 - LAW["A"] - LAW["B"] / d ** LAW["beta"])  # L(1, D) = 0.95 * truth
+    mon, trainer, flags = replay(power_curve(), ScalingLawFit(params=below))
+    assert len(flags) == 1 and "N=1 non-embedding params, D=200k tokens" in flags[0]
+    assert f"{TRUTH * 0.95:.4g}" in flags[0] and mon.stopped_step is not None
+    above = dict(below, E=below["E"] + 0.1 * TRUTH)  # L(1, D) = 1.05 * truth
+    mon, trainer, flags = replay(power_curve(), ScalingLawFit(params=above))
+    assert flags == [] and mon.stopped_step is None
+
+
+def test_a_run_summary_of_a_better_run_stops_a_worse_one(tmp_path):
+    good, _, _ = replay(power_curve(E=1.8, seed=1), None, stop=False, root=str(tmp_path / "good"))
+    path = good.summary_path
+    with open(path) as fh:
+        assert json.load(fh)["final_loss"] == pytest.approx(1.8 + 3.0 * STEPS ** -0.5, rel=0.01)
+    mon, _, flags = replay(power_curve(E=2.0, seed=2), path)  # ends about 9% above the good run
+    assert len(flags) == 1 and "final loss of run" in flags[0] and mon.stopped_step is not None
+    mon, _, flags = replay(power_curve(E=1.6, seed=3), os.path.dirname(path))  # better than the reference
+    assert flags == [] and mon.stopped_step is None
+
+
+def test_bad_reference_options_fail_before_training():
+    with pytest.raises(InvalidInputError, match="needs reference="):
+        ScalingLawMonitor(stop_if_worse_than_reference=True)
+    with pytest.raises(InvalidInputError, match="reference must be"):
+        ScalingLawMonitor(reference=[1.0, 2.0])
+    assert isinstance(ScalingLawMonitor(reference=2.0).reference_check.reference, Reference)
+
+
+# -- DDP: two CPU processes (gloo) ---------------------------------------------------------------
+DDP_SCRIPT = textwrap.dedent("""
+    import json, os, sys, warnings
+    import numpy as np, pytorch_lightning as pl
+    import lightning_scaling, lightning_scaling.callback, lightning_scaling.pruning, lightning_scaling.reference
+    optuna_imported_by_us = "optuna" in sys.modules  # optuna stays optional: only a trial imports it
+    import optuna
+    STEPS = {steps}
+
+    def power_curve(n=STEPS):  # as in test_reference.power_curve (not imported: that would import pytest)
+        s = np.arange(0, n + 1, dtype=float)
+        loss = (2.0 + 3.0 * np.maximum(s, 1) ** -0.5) * (1 + 0.003 * np.random.default_rng(0).standard_normal(s.size))
+        loss[0] = np.nan
+        return {{"step": s, "tokens": s * 1000.0, "loss": loss}}
+
+    from lightning_scaling import ScalingLawMonitor
+    from lightning_scaling.pruning import ForecastPruning
+    from lightning_scaling.replay import ReplayModule
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rank = int(os.environ["LOCAL_RANK"])
+    kw = dict(max_steps=STEPS, accelerator="cpu", devices=2, strategy="ddp", use_distributed_sampler=False,
+              logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    out = {{"optuna_imported_by_lightning_scaling": optuna_imported_by_us}}
+    # 1. reference stop: only rank 0 refits and holds forecasts; rank 1 must stop at the same step
+    mon = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False,
+                            reference=2.0, stop_if_worse_than_reference=True)
+    trainer = pl.Trainer(callbacks=[mon], **kw)
+    trainer.fit(ReplayModule(power_curve()))
+    out["ref"] = [trainer.global_step, mon.stopped_step, mon.stopped_reason, len(mon.forecasts)]
+    # 2. pruning: the trial lives on rank 0 only (SQLite storage, one finished trial to compare with)
+    trial = None
+    if rank == 0:
+        study = optuna.create_study(storage="sqlite:///" + {db!r},
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=30))
+        study.add_trial(optuna.trial.create_trial(value=1.9, intermediate_values={{s: 1.9 for s in range(10, 201, 10)}}))
+        trial = study.ask()
+    mon = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False)
+    pruning = ForecastPruning(trial, mon)
+    trainer = pl.Trainer(callbacks=[mon, pruning], **kw)
+    try:
+        trainer.fit(ReplayModule(power_curve()))
+        raised = False
+    except optuna.TrialPruned:
+        raised = True
+    out["prune"] = [trainer.global_step, pruning.pruned_step, raised, len(pruning.reports)]
+    with open(os.path.join({tmp!r}, f"rank{{rank}}.json"), "w") as fh:
+        json.dump(out, fh)
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_reference_stop_and_pruning_stop_every_rank_at_the_same_step(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT.format(steps=STEPS, db=str(tmp_path / "study.db"), tmp=str(tmp_path)))
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2", NODE_RANK="0",
+               OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    procs = [subprocess.Popen([sys.executable, str(script)], env=dict(env, LOCAL_RANK=str(r), RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    try:
+        logs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert r0["optuna_imported_by_lightning_scaling"] is False  # checked here, where a fresh process is paid for
+    # reference stop: rank 0 decided (it has the forecasts), both stopped at the same step past min_fraction
+    assert r0["ref"][3] > 0 and r1["ref"][3] == 0
+    assert r0["ref"][0] == r1["ref"][0] == r0["ref"][1] == r1["ref"][1] and 40 <= r0["ref"][0] < STEPS
+    assert r0["ref"][2].startswith("worse than reference") and r1["ref"][2] == r0["ref"][2]
+    # pruning: reported on rank 0 only, pruned on both at the same step, TrialPruned raised where the trial is
+    assert r0["prune"][0] == r1["prune"][0] == r0["prune"][1] == r1["prune"][1] and 30 <= r0["prune"][0] < STEPS
+    assert r0["prune"][2] is True and r1["prune"][2] is False
+    assert r0["prune"][3] > 0 and r1["prune"][3] == 0
