@@ -194,17 +194,21 @@ def multipower_drop(chunks: DropChunks, t, C: float, beta: float, gamma: float) 
     ug = np.where(chunks.d != 0, np.power(np.maximum(chunks.u, 1e-12), -gamma), 0.0)
     cum_dg = np.concatenate([[0.0], np.cumsum(chunks.d * ug)])
     flat_t = t.ravel()
+    out = np.empty(flat_t.size)
     a = chunks.starts[None, :]
-    b = np.minimum(chunks.ends[None, :], flat_t[:, None])
-    live = b > a
-    b = np.where(live, b, a)
-    D = chunks.cum_d[b] - chunks.cum_d[a]
-    safe = np.where(D != 0, D, 1.0)
-    S_bar = (chunks.cum_dS[b] - chunks.cum_dS[a]) / safe
-    g_bar = (cum_dg[b] - cum_dg[a]) / safe
-    x = C * g_bar * np.maximum(chunks.S1[flat_t][:, None] - S_bar, 0.0)
-    G = -np.expm1(-beta * np.log1p(x))
-    out = np.sum(np.where(live & (D != 0), D * G, 0.0), axis=1)
+    rows = max(1, 2_000_000 // max(chunks.starts.size, 1))  # bounded memory per batch
+    for lo in range(0, flat_t.size, rows):
+        tt = flat_t[lo : lo + rows]
+        b = np.minimum(chunks.ends[None, :], tt[:, None])
+        live = b > a
+        b = np.where(live, b, a)
+        D = chunks.cum_d[b] - chunks.cum_d[a]
+        safe = np.where(D != 0, D, 1.0)
+        S_bar = (chunks.cum_dS[b] - chunks.cum_dS[a]) / safe
+        g_bar = (cum_dg[b] - cum_dg[a]) / safe
+        x = C * g_bar * np.maximum(chunks.S1[tt][:, None] - S_bar, 0.0)
+        G = -np.expm1(-beta * np.log1p(x))
+        out[lo : lo + tt.size] = np.sum(np.where(live & (D != 0), D * G, 0.0), axis=1)
     return out.reshape(t.shape)
 
 

@@ -20,15 +20,18 @@ Identifiability and priors
 Before the LR has fallen, the data say nothing about the annealing amplitude (C or B). The
 fit then leans on a prior and says so in ``diagnostics`` ("annealing term not identifiable
 yet"), and the interval carries the prior's spread. The default prior is a *ratio*: the
-loss the schedule's annealing removes by the horizon T is about ``kappa = 0.4`` (sd 50%) of
-the power-law part still left at T, ``A * S1(T)**-alpha``. Measured on the development
-curves (../shared/data, full-curve Tissue fits): kappa 0.31-0.48 for WSD-style and
-linear-to-zero decays on both the multipower LMs and the modded-nanogpt GPT-2 runs, 0.4-1.0
-for cosine and 0.15-0.24 for the partial two-stage drops. A plain prior on C does not transfer:
-C (momentum 0.999) is 1.0e-4..1.5e-4 on every multipower curve but 3e-4..8e-4 on the shorter
-modded-nanogpt runs. The ratio is the shape prior in the spirit of Schaipp et al. 2025: with
-a tuned peak LR, the convex bound's variance term (what annealing removes) is a fixed share
-of the suboptimality left, whatever the recipe.
+loss the schedule's annealing removes by the horizon T is about ``kappa = 0.4`` (sd 50%)
+times the share of the peak LR removed by then, times the power-law part still left at T,
+``A * S1(T)**-alpha``. Measured on the development curves (../shared/data, full-curve Tissue
+fits, per unit of LR removed): 0.31-0.48 for WSD-style and linear-to-zero decays on both the
+multipower LMs and the modded-nanogpt GPT-2 runs, 0.2-0.42 for the two-stage drops, 0.4-1.0
+for cosine. A plain prior on C does not transfer: C (momentum 0.999) is 1.0e-4..1.5e-4 on
+every multipower curve but 3e-4..8e-4 on the shorter modded-nanogpt runs. The ratio is the
+shape prior in the spirit of Schaipp et al. 2025: with a tuned peak LR, the convex bound's
+variance term (what annealing removes) is a fixed share of the suboptimality left, whatever
+the recipe. Where the ratio and the absolute reading (C = 1.25e-4) disagree - long runs,
+where little power-law loss is left but annealing still removes ~0.1 nats - the prior's sd is
+widened until the absolute reading sits at its 90% edge.
 
 The exponent has a prior alpha ~ N(0.5, 0.1) (full-curve fits: 0.42-0.63 on all development
 curves): on short prefixes the data cannot tell L0 and alpha apart.
@@ -49,7 +52,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import schedule as sch
-from .curve import MIN_POINTS, CurveFit, failed_fit, prepare_points, validate_inputs
+from .curve import MIN_POINTS, CurveFit, _jsonable, failed_fit, prepare_points, validate_inputs
 from .errors import InvalidInputError
 from .laws import LAWS, Law, register_law
 
@@ -58,7 +61,14 @@ ALPHA_PRIOR = (0.5, 0.1)
 """Gaussian prior (mean, sd) on alpha of the schedule-aware laws (see the module docstring)."""
 
 ANNEAL_RATIO_PRIOR = (0.4, 0.5)
-"""Prior on kappa = annealing drop at the horizon / power-law part left there: (mean, relative sd)."""
+"""Prior on kappa, the annealing drop at the horizon over (share of the peak LR removed by
+then) x (power-law part left there, A * S1(T)**-alpha): (mean, relative sd)."""
+
+ANNEAL_C_ALTERNATIVE = 1.25e-4
+"""The other reading of the development curves: the Tissue coefficient C (momentum 0.999, LR /
+peak, nats) is 1.0e-4..1.5e-4 on every multipower curve, whatever the length. Where the
+ratio prior and this absolute one disagree (long runs, where the power-law part left is small),
+the prior's sd is widened until this alternative sits at its 90% edge."""
 
 MULTIPOWER_SHAPE = {"C": 0.11, "beta": 0.59, "gamma": 0.64}
 """Multi-power shape relative to the peak LR: Luo et al. 2025's published 25M fit
@@ -125,19 +135,24 @@ def _s2(feat: dict, momentum: float) -> np.ndarray:
     return feat[key]
 
 
-def _ld(feat: dict, C: float, beta: float, gamma: float) -> np.ndarray:
-    """Unit multi-power drop at every step 0..horizon+1 (cached per shape)."""
-    key = ("LD", round(C, 12), round(beta, 12), round(gamma, 12))
-    if key not in feat:
-        if "chunks" not in feat:
-            feat["chunks"] = sch.drop_chunks(feat["u"])
-        t = np.arange(feat["S1"].size)
-        feat[key] = sch.multipower_drop(feat["chunks"], t, C, beta, gamma)
-        # keep at most a few shapes per schedule
-        shapes = [k for k in feat if isinstance(k, tuple) and k[0] == "LD"]
-        for old in shapes[:-6]:
-            del feat[old]
-    return feat[key]
+def _ld_at(feat: dict, shape: dict, x) -> np.ndarray:
+    """Unit multi-power drop at (possibly fractional) steps x; NaN beyond the schedule.
+
+    Evaluated only where asked (linear between the two neighbouring steps), never on the
+    whole horizon: a million-step schedule costs what its few requested steps cost.
+    """
+    if "chunks" not in feat:
+        feat["chunks"] = sch.drop_chunks(feat["u"])
+    x = np.asarray(x, dtype=float)
+    inside = (x >= 0) & (x <= feat["horizon"])
+    xc = np.where(inside, x, 0.0)
+    lo = np.floor(xc).astype(np.int64)
+    hi = np.minimum(lo + 1, feat["horizon"])
+    steps, inv = np.unique(np.concatenate([lo.ravel(), hi.ravel()]), return_inverse=True)
+    vals = sch.multipower_drop(feat["chunks"], steps, shape["C"], shape["beta"], shape["gamma"])[inv]
+    v_lo, v_hi = vals[: lo.size].reshape(x.shape), vals[lo.size:].reshape(x.shape)
+    out = v_lo + (xc - lo) * (v_hi - v_lo)
+    return np.where(inside, out, np.nan)
 
 
 def _at(arr: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -183,15 +198,14 @@ def _tissue_params(coef, theta, x_scale):
 def _mp_eval(x, p, context=None):
     feat = _features(_ctx_lr(context))
     S1x = _at(feat["S1"], x)
-    LDx = _at(_ld(feat, p["C"], p["beta"], p["gamma"]), x)
+    LDx = _ld_at(feat, p, x)
     return p["L0"] + p["A"] * _powerlaw(S1x, p["alpha"]) - p["B"] * LDx
 
 
 def _mp_basis(xn, theta, context=None):
     (alpha,) = theta
     feat = _features(_ctx_lr(context))
-    s = MULTIPOWER_SHAPE
-    return [1.0, _powerlaw(_at(feat["S1"], xn), alpha), -_at(_ld(feat, s["C"], s["beta"], s["gamma"]), xn)]
+    return [1.0, _powerlaw(_at(feat["S1"], xn), alpha), -_ld_at(feat, MULTIPOWER_SHAPE, xn)]
 
 
 def _mp_params(coef, theta, x_scale):
@@ -230,6 +244,8 @@ class _Priors:
     momentum: float
     shape: dict[str, float]
     source: str
+    drop_fraction: float = 1.0  # share of the peak LR removed by the horizon (set per fit)
+    alt_drop: float = 0.0  # annealing drop at the horizon under ANNEAL_C_ALTERNATIVE (nats)
 
 
 def _as_fit_dicts(prior) -> list[dict] | None:
@@ -350,10 +366,13 @@ def _solve_alpha(alpha, S1pts, F, y, w, sig2, k, S1T, FT, pri: _Priors, has_anne
     elif pri.amp is not None:
         prior_rows.append((np.array([0.0, 0.0, 1.0]), pri.amp[0], pri.amp[1]))
     elif pri.kappa is not None:
-        # kappa * A * S1(T)^-alpha - amp * F(T) ~ 0, sd relative to the power-law part at T
+        # amp * F(T) ~ kappa * (LR fraction removed) * A * S1(T)^-alpha; sd: kappa's own spread,
+        # widened until the absolute alternative (C0 per peak-LR step) lies at the 90% edge
         A_guess = max(np.linalg.lstsq(X[:, :2] * np.sqrt(w)[:, None], y * np.sqrt(w), rcond=None)[0][1], 0.0)
-        scale = max(pri.kappa[0] * A_guess * XT, 1e-6)
-        prior_rows.append((np.array([0.0, -pri.kappa[0] * XT, FT]), 0.0, pri.kappa[1] * scale))
+        ratio = pri.kappa[0] * pri.drop_fraction
+        center = ratio * A_guess * XT
+        sd = math.hypot(pri.kappa[1] * center, (pri.alt_drop - center) / 1.645)
+        prior_rows.append((np.array([0.0, -ratio * XT, FT]), 0.0, max(sd, 1e-6)))
     for row, target, sd in prior_rows:
         G += np.outer(row, row) / sd**2
         b += row * target / sd**2
@@ -414,11 +433,13 @@ def _robust_sigma(S1pts, y, w) -> float:
     return max(s, 1e-4 * float(np.median(y)))
 
 
-def _anneal_feature(feat, law, pri: _Priors) -> np.ndarray:
+def _anneal_feature(feat, law, pri: _Priors, x, horizon: int) -> tuple[np.ndarray, float]:
+    """The annealing feature at the fitted steps x and at the horizon."""
     if law == "tissue":
-        return _s2(feat, pri.momentum)
-    s = pri.shape
-    return _ld(feat, s["C"], s["beta"], s["gamma"])
+        S2 = _s2(feat, pri.momentum)
+        return _at(S2, x), float(S2[horizon])
+    vals = _ld_at(feat, pri.shape, np.append(x, float(horizon)))
+    return vals[:-1], float(vals[-1])
 
 
 def _search_shape(feat, x, y, w, pri: _Priors, horizon: int):
@@ -533,10 +554,11 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
     shape_note = None
     if law == "multipower" and pri.source == "default":
         pri.shape, shape_note = _search_shape(feat, x, y, w, pri, horizon)
-    F_all = _anneal_feature(feat, law, pri)
+    pri.drop_fraction = float(max(0.0, 1.0 - feat["u"][horizon]))
+    pri.alt_drop = ANNEAL_C_ALTERNATIVE * float(_s2(feat, sch.DEFAULT_ANNEAL_MOMENTUM)[horizon])
     S1pts = _at(feat["S1"], x)
-    F = _at(F_all, x)
-    S1T, FT = float(feat["S1"][horizon]), float(F_all[horizon])
+    F, FT = _anneal_feature(feat, law, pri, x, horizon)
+    S1T = float(feat["S1"][horizon])
     has_anneal = FT > 1e-12 * max(S1T, 1.0)
     seen = float(F[-1] / FT) if has_anneal else 0.0
     identifiable = has_anneal and seen >= ANNEAL_SEEN_MIN
@@ -620,5 +642,5 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
     uncertainty = {"method": "schedule-posterior-v1", "noise_sd": 0.0, "holdout_err": math.nan,
                    "holdout_dist": math.nan, "calibration": dict(CALIBRATION)}
     fit = CurveFit(law, params, diag, components, uncertainty, context, float(x[0]), float(x[-1]))
-    fit.diagnostics = fit.to_dict()["diagnostics"]  # JSON-safe, like every CurveFit
+    fit.diagnostics = _jsonable(diag)  # JSON-safe, like every CurveFit
     return fit
