@@ -106,3 +106,10 @@ def test_lr_column_is_passed_through(capsys):
     # the schedule-aware fitter (issue 3) answers; either a forecast or one clear line
     assert code in (0, 2)
     assert ("1530" in out) if code == 0 else (err.count("\n") == 1)
+
+
+def test_plot_without_matplotlib_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code, out, err = run_main(capsys, BUNDLED, "--x", "tokens", "--at", "3.5e11", "--plot", tmp_path / "f.png")
+    assert code == 2 and "needs matplotlib" in err and err.count("\n") == 1
+    assert not (tmp_path / "f.png").exists()
