@@ -118,7 +118,9 @@ def _table(args, fit, forecasts, unit, n_rows, n_measured) -> str:
             f"{k.replace('_', ' ')}: {v}" for k, v in d.get("dropped", {}).items()) + ")"
     if "warmup" in d:
         w = d["warmup"]
-        used += f"; warm-up cut before {args.x} = {w['cut_before_x']:.4g} ({w['n_points_cut']} points)"
+        n_cut = w["n_points_cut"]
+        used += (f"; warm-up cut before {args.x} = {w['cut_before_x']:.4g} "
+                 f"({n_cut} point{'s' if n_cut != 1 else ''})")
     if "bucketed" in d:
         used += f"; averaged into {d['bucketed']['n_buckets']} log-spaced bins"
     lines.append(used)
