@@ -377,15 +377,17 @@ def _solve_alpha(alpha, S1pts, F, y, w, sig2, k, S1T, FT, pri: _Priors, has_anne
         G += np.outer(row, row) / sd**2
         b += row * target / sd**2
     best = None
-    for free in ((0, 1, 2), (0, 1), (0, 2), (0,)):
+    # every coefficient is >= 0 (a loss floor, a falling power law, an annealing that lowers
+    # the loss): active sets, the unconstrained one first
+    for free in ((0, 1, 2), (0, 1), (0, 2), (1, 2), (0,), (1,), (2,)):
         idx = list(free)
         coef = np.zeros(3)
         try:
             coef[idx] = np.linalg.solve(G[np.ix_(idx, idx)], b[idx])
         except np.linalg.LinAlgError:
             continue
-        if coef[1] < -1e-12 or coef[2] < -1e-12:
-            continue
+        if np.any(coef < -1e-12) or coef[0] + coef[1] * XT - coef[2] * FT <= 0:
+            continue  # infeasible, or a forecast at the horizon that is not a loss
         r = y - X @ coef
         obj = float(np.sum(w * r * r) * k / sig2)
         for row, target, sd in prior_rows:
@@ -406,6 +408,17 @@ def _solve_alpha(alpha, S1pts, F, y, w, sig2, k, S1T, FT, pri: _Priors, has_anne
     except np.linalg.LinAlgError:
         logdet = 0.0
     return _Solution(float(alpha), coef, cov, obj, -0.5 * obj - 0.5 * float(logdet))
+
+
+def _admissible(center: np.ndarray, step: np.ndarray, XT: float, FT: float) -> np.ndarray:
+    """center + step, the step halved (up to 6 times) until the point forecasts a positive
+    loss at the horizon with non-negative L0 and A (sigma points of the interval)."""
+    for _ in range(6):
+        c = center + step
+        if c[0] >= 0 and c[1] >= 0 and c[0] + c[1] * XT - c[2] * FT > 0:
+            return c
+        step = 0.5 * step
+    return center.copy()
 
 
 def _profile(S1pts, F, y, w, sig2, k, S1T, FT, pri, has_anneal, grid=ALPHA_GRID):
@@ -524,8 +537,19 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
             f"lr must give the LR at every step up to the last loss point: lr has {lr_arr.size} "
             f"entries (steps 0..{horizon}) but a loss is given at step {finite_x.max():g}")
     pri, law = _resolve_priors(prior, law, anneal_momentum)
-    context = {"lr": lr_arr.tolist()}
     feat = _features(lr_arr)
+    if np.all(np.abs(feat["u"] - 1.0) <= 1e-12) and (prior is None or set(prior) <= {"alpha"}):
+        # one LR throughout: the LR area is the step count times a constant, so the
+        # schedule adds nothing the LR-agnostic fit (more laws, held-out weighting) lacks
+        from .curve import fit_curve
+
+        fit = fit_curve(x_arr, y_arr, prior=prior)
+        fit.diagnostics.setdefault("flags", []).append(
+            "constant LR over the whole schedule: LR-agnostic fit (the schedule adds nothing)")
+        fit.diagnostics["anneal"] = {"in_schedule": False, "identifiable": False, "seen_fraction": 0.0,
+                                     "source": "none: the LR never changes"}
+        return fit
+    context = {"lr": lr_arr.tolist()}
 
     prep = prepare_points(x_arr, y_arr)
     diag = dict(prep.diagnostics)
@@ -592,13 +616,18 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
             if s is not None:
                 nodes.append((s, 1.0 / 6.0))
     total = sum(wt for _, wt in nodes)
+
+    def XT_of(alpha):
+        return float(_powerlaw(np.array([S1T]), alpha)[0])
+
     components = []
     for s, wt in nodes:
         # sigma points of the linear coefficients' Gaussian posterior at this alpha
         cov = 0.5 * (s.cov + s.cov.T)
         vals, vecs = np.linalg.eigh(cov)
         dirs = [vecs[:, i] * math.sqrt(max(vals[i], 0.0) * 3.0) for i in range(3) if vals[i] > 0]
-        pts = [s.coef + d for d in dirs] + [s.coef - d for d in dirs]
+        pts = [_admissible(s.coef, d, XT_of(s.alpha), FT) for d in dirs]
+        pts += [_admissible(s.coef, -d, XT_of(s.alpha), FT) for d in dirs]
         if not pts:
             pts = [s.coef]
         for c in pts:

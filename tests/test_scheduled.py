@@ -263,3 +263,25 @@ def test_extrapolate_cli_with_the_lr_column(capsys):
     assert 3.0 < out["forecasts"][0]["loss"] < 3.6
     assert main(["extrapolate", str(path), "--lr", "lr", "--at", "1530"]) == 0
     assert "law: tissue" in capsys.readouterr().out
+
+
+def test_one_lr_throughout_uses_the_lr_agnostic_fit():
+    lr = np.full(5001, 0.02)
+    t = np.arange(1, 2001)
+    y = 0.1 + 3.0 * t ** -0.6
+    fit = ls.fit_curve(t, y, lr=lr)
+    assert fit.ok and fit.law not in ("tissue", "multipower")
+    assert any("constant LR over the whole schedule" in f for f in fit.diagnostics["flags"])
+    assert fit.predict(5000) == pytest.approx(0.1 + 3.0 * 5000 ** -0.6, rel=0.02)
+
+
+def test_fast_exponential_fall_never_forecasts_a_negative_loss():
+    # not a power law at all (a regression loss reaching its noise floor): the fit must stay
+    # a loss (L0 >= 0) and keep a finite interval
+    lr = np.r_[np.linspace(0.002, 0.02, 10), np.full(111, 0.02)]
+    t = np.arange(1, 121)
+    y = 0.09 + 3.0 * np.exp(-t / 12.0) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    fit = ls.fit_curve(t[:60], y[:60], lr=lr)
+    assert fit.ok
+    lo, hi = fit.interval(120)
+    assert 0 < lo <= fit.predict(120) <= hi < 1.0
