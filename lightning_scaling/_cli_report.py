@@ -48,9 +48,10 @@ def _compute_text(rec: RunRecord) -> str:
 
 
 def _warnings_text(rec: RunRecord) -> str:
+    """How many warnings, and the newest one, shortened."""
     if not rec.warnings:
         return "0"
-    first = rec.warnings[0].splitlines()[0]
+    first = rec.warnings[-1].splitlines()[0].replace("ScalingLawMonitor: ", "")
     if len(first) > 48:
         first = first[:45] + "..."
     return f"{len(rec.warnings)}: {first}"
@@ -119,7 +120,10 @@ def _trend(rec: RunRecord, axis: str):
         target = (rec.forecast or {}).get("target_step")
         if isinstance(target, (int, float)) and math.isfinite(target):
             end = max(end, float(target))
-        fit_axis = rec.x_axis if rec.x_axis in ("step", "tokens", "flops") else "step"
+        # the axis the fit ran on: the forecast says (a schedule-aware fit runs on the step
+        # whatever the monitor's x_axis)
+        fit_axis = (rec.forecast or {}).get("x_axis") or rec.x_axis
+        fit_axis = fit_axis if fit_axis in ("step", "tokens", "flops") else "step"
         grid_steps = np.geomspace(max(rec.step[rec.step > 0].min(), 1.0), end, 200)
         grid_fit_x = _step_to_axis(rec, fit_axis, grid_steps)
         grid_plot_x = _step_to_axis(rec, axis, grid_steps)
