@@ -265,7 +265,7 @@ def _epochs(n: int) -> np.ndarray:
 def _eval_lambda(fn: Callable[[int], float], n: int, name: str) -> np.ndarray:
     # A user function: called once per epoch, exactly as torch calls it (an int argument).
     try:
-        return np.array([float(fn(e)) for e in range(n + 1)], dtype=float)
+        return np.fromiter(map(fn, range(n + 1)), dtype=float, count=n + 1)
     except Exception as exc:  # noqa: BLE001 - any failure of user code means "unknown"
         raise UnknownSchedule(f"{name}'s lr_lambda raised {type(exc).__name__}: {exc}") from None
 
