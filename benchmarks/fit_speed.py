@@ -3,7 +3,9 @@
 Synthetic noisy loss curves L = E + A x^-alpha (x = step 1..n, 2% log-normal noise, like
 per-step training losses) of 100 to 100,000 points; for each size, the median wall time of
 ``fit_curve(x, loss)`` (every default law, held-out weighting, interval model) and of a plain
-scipy ``curve_fit`` of E + A x^-alpha on the same arrays, in the same run, and their ratio.
+scipy ``curve_fit`` of E + A x^-alpha on the same arrays, in the same run, and their ratio;
+wall time and CPU time of the process (on a shared, loaded machine the CPU time is the fair
+one: single-threaded work, inflated in wall time by other jobs).
 
     python benchmarks/fit_speed.py [--repeats 7] [--sizes 100 1000 ...]
 """
@@ -45,12 +47,15 @@ def _scipy(x, y):
 
 
 def _median_time(fn, repeats):
-    ts = []
+    """Median wall time and median CPU time of this process (s); CPU time is what a loaded
+    shared machine does not inflate."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
 
 
 def main(argv=None) -> int:
@@ -60,13 +65,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"median of {args.repeats} runs; load average {load:.2f} on {os.cpu_count()} cores")
-    print(f"{'points':>8s} {'fit_curve':>11s} {'curve_fit':>11s} {'ratio':>7s}  law")
+    print(f"{'':8s} {'---- wall time ----':>32s}   {'----- CPU time -----':>32s}")
+    print(f"{'points':>8s} {'fit_curve':>11s} {'curve_fit':>11s} {'ratio':>8s}   "
+          f"{'fit_curve':>11s} {'curve_fit':>11s} {'ratio':>8s}  law")
     for n in args.sizes:
         x, y = _curve(n)
         fit = fit_curve(x, y)  # warm caches (imports) outside the timing
-        t_ls = _median_time(lambda: fit_curve(x, y), args.repeats)
-        t_sp = _median_time(lambda: _scipy(x, y), args.repeats)
-        print(f"{n:8d} {1e3 * t_ls:9.1f}ms {1e3 * t_sp:9.1f}ms {t_ls / t_sp:6.2f}x  {fit.law}")
+        w_ls, c_ls = _median_time(lambda: fit_curve(x, y), args.repeats)
+        w_sp, c_sp = _median_time(lambda: _scipy(x, y), args.repeats)
+        print(f"{n:8d} {1e3 * w_ls:9.1f}ms {1e3 * w_sp:9.1f}ms {w_ls / w_sp:7.2f}x   "
+              f"{1e3 * c_ls:9.1f}ms {1e3 * c_sp:9.1f}ms {c_ls / max(c_sp, 1e-9):7.2f}x  {fit.law}")
     return 0
 
 
