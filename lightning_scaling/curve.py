@@ -1,9 +1,12 @@
 """Single-run curve fitting: ``fit_curve`` -> ``CurveFit``.
 
-``fit_curve(x, loss)`` cleans the points, cuts the warm-up transient, buckets long noisy
-histories into log-spaced bins, fits every LR-agnostic law of ``laws.LR_AGNOSTIC_LAWS`` with a
-robust variable-projection fit, weights the laws by how well each forecasts held-back late
-points of the same curve, and attaches a calibrated interval model.
+``fit_curve(x, loss)`` cleans the points, buckets long noisy histories into log-spaced bins
+(at most ``MAX_BINS``), cuts the warm-up transient (``detect_warmup``), fits each candidate law
+(``laws.DEFAULT_LAWS``: the saturating power law and the MMF / log-logistic law) with a robust
+variable-projection fit (Huber on log residuals, bounded multi-start grid, exponent prior),
+weights the laws by how well each forecast held-back late points of the same curve
+(``holdout_errors``, ``holdout_weights``), and attaches an interval model calibrated on real
+curves (``DEFAULT_CALIBRATION``).
 
 Failure policy
 --------------
@@ -404,7 +407,8 @@ class LawFit:
     Attributes:
         law: the Law.
         params: caller-unit parameters (empty when ``ok`` is False).
-        theta, coef: the nonlinear parameters and linear coefficients (fitter units).
+        theta, coef: the nonlinear parameters (fitter units) and the linear coefficients
+            (loss units, of the basis on x / x_scale).
         objective: robust negative log-likelihood at the optimum (Huber on log residuals,
             plus the prior penalty); comparable only between fits of the same points.
         scale: robust standard deviation of the log residuals (MAD based).
