@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -77,17 +78,17 @@ def one_run(mode: str, steps: int, width: int, batch: int, threads: int, log_eve
                              accelerator="cpu", devices=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             trainer.fit(MLP(), loader)
-            fit_s = time.perf_counter() - t0
+            fit_s, fit_cpu = time.perf_counter() - t0, time.thread_time() - c0
         sinks = [s for s in monitor.sinks if isinstance(s, TensorBoardSink)]
-        out = {"mode": mode, "fit_s": fit_s, "steps": steps, "refits": len(monitor.forecasts)}
+        out = {"mode": mode, "fit_s": fit_s, "fit_cpu_s": fit_cpu, "steps": steps,
+               "refits": len(monitor.forecasts)}
         if sinks:
             sink = sinks[0]
             timings = dict(sink.timings)
-            out.update({"sink_s": sink.seconds, "timings": timings, "periodic_figures_s": sink.figure_seconds,
-                        "final_figures_s": timings["figures"] - sink.figure_seconds,
-                        "figures_written": sink.figures_written})
+            out.update({"sink_s": sink.seconds, "timings": timings, "cpu_timings": dict(sink.cpu_timings),
+                        "sink_cpu_s": sum(sink.cpu_timings.values()), "figures_written": sink.figures_written})
         return out
 
 
@@ -122,15 +123,27 @@ def main() -> int:
     med_on = statistics.median(r["fit_s"] for r in on)
     med_off = statistics.median(r["fit_s"] for r in off)
     share = [r["sink_s"] / r["fit_s"] for r in on]
+    cpu_share = [r["sink_cpu_s"] / r["fit_cpu_s"] for r in on]
     kinds = {k: statistics.median(r["timings"][k] for r in on) for k in on[0]["timings"]}
+    cpu_kinds = {k: statistics.median(r["cpu_timings"][k] for r in on) for k in on[0]["cpu_timings"]}
+    fit_cpu = statistics.median(r["fit_cpu_s"] for r in on)
+    # per-step work grows with the run; the end-of-run figures and text are paid once
+    per_step_cpu = cpu_kinds["observations"] + cpu_kinds["refits"] + cpu_kinds["figures"]
+    fixed_cpu = cpu_kinds["end"]
+    per_step_share = per_step_cpu / fit_cpu
+    breakeven = fixed_cpu / (0.005 - per_step_share) if per_step_share < 0.005 else math.inf
     result = {
         "steps": args.steps, "repeat": args.repeat, "log_every_n_steps": args.log_every,
         "step_ms_off": 1000 * med_off / args.steps,
         "fit_s": {"on": [round(r["fit_s"], 3) for r in on], "off": [round(r["fit_s"], 3) for r in off]},
-        "sink_share_of_fit": {"median": statistics.median(share), "max": max(share)},
-        "sink_seconds_by_kind": kinds,
-        "final_figures_s": statistics.median(r["final_figures_s"] for r in on),
-        "periodic_figures_s": statistics.median(r["periodic_figures_s"] for r in on),
+        "fit_cpu_s_on": [round(r["fit_cpu_s"], 3) for r in on],
+        "sink_share_of_fit_cpu": {"median": statistics.median(cpu_share), "max": max(cpu_share)},
+        "sink_share_of_fit_wall": {"median": statistics.median(share), "max": max(share)},
+        "sink_cpu_seconds_by_kind": cpu_kinds,
+        "sink_wall_seconds_by_kind": kinds,
+        "per_step_share_cpu": per_step_share,
+        "fixed_end_cpu_s": fixed_cpu,
+        "training_cpu_s_for_0.5pct": breakeven,
         "figures_written": [r["figures_written"] for r in on],
         "refits": [r["refits"] for r in on],
         "ab_difference": (med_on - med_off) / med_off,
@@ -138,10 +151,12 @@ def main() -> int:
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
-    s = result["sink_share_of_fit"]["median"]
-    print(f"TensorBoard panels: {100 * s:.3f}% of training time by the sink's own clock "
-          f"(target 0.5%): {'OK' if s <= 0.005 else 'OVER'}; A/B wall difference {100 * result['ab_difference']:+.2f}% "
-          f"(run-to-run spread {100 * result['ab_spread_off']:.1f}%)")
+    s = result["sink_share_of_fit_cpu"]["median"]
+    print(f"TensorBoard panels: {100 * s:.3f}% of the training loop's CPU time (target 0.5%): "
+          f"{'OK' if s <= 0.005 else 'OVER'}; per-step part {100 * per_step_share:.3f}%, end-of-run figures "
+          f"and text {fixed_cpu:.2f} CPU s (<= 0.5% in all from {breakeven:.0f} CPU s of training); "
+          f"wall-clock share {100 * result['sink_share_of_fit_wall']['median']:.3f}%; A/B wall difference "
+          f"{100 * result['ab_difference']:+.2f}% (run-to-run spread {100 * result['ab_spread_off']:.1f}%)")
     return 0 if s <= 0.005 else 1
 
 

@@ -425,6 +425,10 @@ def _finite(v) -> bool:
         return False
 
 
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
 def _clean_name(name: str) -> str:
     return re.sub(r"[^-/\w.]", "_", str(name))
 
@@ -473,9 +477,11 @@ class TensorBoardSink:
         self._next_write = 0
         self._refits = 0
         self._t0: float | None = None
-        #: wall seconds spent in this sink, by kind of work
+        #: seconds spent in this sink by kind of work ("figures": the periodic ones, "end": the
+        #: final figures and text): wall clock, and CPU time of the calling thread (the training
+        #: loop's; unlike wall time, blind to the load of other processes)
         self.timings = {"observations": 0.0, "refits": 0.0, "figures": 0.0, "end": 0.0}
-        self.figure_seconds = 0.0  # periodic figures only (the budgeted part)
+        self.cpu_timings = dict(self.timings)
         self.figures_written = 0
         self._matplotlib: bool | None = None
         self._seen = {"flops": False, "tokens": False}
@@ -483,6 +489,12 @@ class TensorBoardSink:
         self._band = None  # the newest fit's trend and band, tabulated (see _tabulate_band)
 
     # -- plumbing --------------------------------------------------------------------------
+    def _account(self, kind: str, start: tuple[float, float]) -> float:
+        wall, cpu = _clock()
+        self.timings[kind] += wall - start[0]
+        self.cpu_timings[kind] += cpu - start[1]
+        return wall - start[0]
+
     @property
     def seconds(self) -> float:
         """Wall seconds this sink has spent in all (scalars, layout, figures, text)."""
@@ -513,7 +525,7 @@ class TensorBoardSink:
         self._wall_t0 = time.time() - 1.0  # this fit's start (file times can be coarse)
 
     def on_observation(self, trainer, pl_module, monitor, observations) -> None:
-        t = time.perf_counter()
+        t = _clock()
         self._ensure_setup(trainer)
         for obs in observations:
             step = int(obs["step"])
@@ -521,10 +533,10 @@ class TensorBoardSink:
                 continue
             self._next_write = (step // self.every + 1) * self.every
             self._write_observation(monitor, obs)
-        self.timings["observations"] += time.perf_counter() - t
+        self._account("observations", t)
 
     def on_refit(self, trainer, pl_module, monitor, forecast) -> None:
-        t = time.perf_counter()
+        t = _clock()
         self._ensure_setup(trainer)
         step = int(getattr(trainer, "global_step", forecast.step))
         fit = getattr(forecast, "fit", None)
@@ -538,19 +550,19 @@ class TensorBoardSink:
             values.update({tags.param(_clean_name(k)): v for k, v in fit.params.items()})
         write_scalars(self.writer, step, values)
         self._refits += 1
-        self.timings["refits"] += time.perf_counter() - t
+        self._account("refits", t)
         if self.figures and self._refits % self.figure_every == 0 and self._t0 is not None:
             elapsed = time.perf_counter() - self._t0
             # the next update is expected to cost what the last did (the first: the import too)
             expected = self._last_figure_seconds if self._last_figure_seconds else 0.5
-            if self.figure_seconds + expected <= self.max_figure_overhead * elapsed:
+            if self.timings["figures"] + expected <= self.max_figure_overhead * elapsed:
                 self._write_figures(trainer, monitor, final=False)
 
     def on_train_end(self, trainer, pl_module, monitor) -> None:
         self._ensure_setup(trainer)
         if self.figures:
             self._write_figures(trainer, monitor, final=True)
-        t = time.perf_counter()
+        t = _clock()
         summary = None
         path = getattr(monitor, "summary_path", None)  # the callback has just written it
         if path:
@@ -565,7 +577,7 @@ class TensorBoardSink:
             summary = monitor.summary(trainer)
         write_text(self.writer, "scaling/summary", summary_markdown(summary), int(trainer.global_step))
         self.writer.flush()
-        self.timings["end"] += time.perf_counter() - t
+        self._account("end", t)
 
     # -- writers -------------------------------------------------------------------------------
     def _choose_compute_unit(self, monitor, obs) -> None:
@@ -663,7 +675,7 @@ class TensorBoardSink:
         write_layout(self.writer, self.layout)
 
     def _write_figures(self, trainer, monitor, final: bool) -> None:
-        t = time.perf_counter()
+        t = _clock()
         if self._matplotlib is None:
             from .plots_tb import matplotlib_available
 
@@ -683,11 +695,8 @@ class TensorBoardSink:
         for tag, fig in figures.items():
             write_image(self.writer, tag, plots_tb.figure_to_rgb(fig), step)
         self.figures_written += len(figures)
-        spent = time.perf_counter() - t
-        self.timings["figures"] += spent
+        spent = self._account("end" if final else "figures", t)
         self._last_figure_seconds = spent
-        if not final:
-            self.figure_seconds += spent
 
 
 def _to_plot_axis(steps: np.ndarray, compute: np.ndarray | None, step_values: np.ndarray) -> np.ndarray:
