@@ -50,7 +50,7 @@ _SUMMARY_FILE = "scaling_summary.json"
 
 # Names a training loss is commonly logged under, followed when training_step returns none.
 _LOSS_NAMES = ("train_loss", "loss", "train/loss", "training_loss", "train_loss_step", "train/loss_step")
-_FLUSH_EVERY = 16  # optimizer steps between conversions of loss tensors to floats (one device sync)
+_FLUSH_EVERY = 16  # optimizer steps between conversions of accelerator loss tensors to floats (a sync)
 _NO_LOSS_GRACE = 50  # optimizer steps without any loss before the configuration error
 _MIN_POINTS = 8  # observations before the first refit
 _KEEP_FORECASTS = 256  # forecasts kept in a checkpoint (older ones thinned)
@@ -90,13 +90,27 @@ class _MonitorLogic:
         tokens_per_batch: tokens of one micro-batch on one process, an int or a callable on
             the batch (default: the module's ``tokens_per_batch`` attribute, else the element
             count of the batch's integer input tensor).
-        patience: behind-trend checks (one per observation) in a row before the warning.
-        smoothing: observations averaged into the smoothed loss of a behind-trend check.
+        patience: behind-trend checks (one per observation) in a row before the warning
+            (default: half the smoothing window, at least 3: a shift must outlast a bump).
+        smoothing: observations averaged into the smoothed loss of a behind-trend check
+            (default: 3% of the planned steps, at least 5 and at most 200; 5 for a metric
+            given by ``monitor=``).
         min_excess: relative margin above the band before a check counts (0.01 = 1%).
+        trend_lag: behind-trend checks compare with a fit whose data ended at least this
+            fraction of the planned run earlier (of the steps so far when the end is
+            unknown), so a slow drift is not absorbed by the fit it is tested against.
+        trend_after: no behind-trend check before this fraction of the planned run.
         stop_if_forecast_above: stop when, in ``forecast_patience`` forecasts in a row, even
             the optimistic (lower) end of the interval at the planned end is above this loss.
         stop_when_behind_trend: stop when a behind-trend warning is standing.
         stop_on_divergence: stop when the loss is NaN/inf or spiked for several steps.
+        reference: what a run like this one should reach (``lightning_scaling.reference``): a loss,
+            a ``ScalingLawFit`` (evaluated at this run's N, the non-embedding parameters, and D,
+            the tokens at the planned last step) or a run summary (dict, or path of a
+            ``scaling_summary.json`` or its folder: its final loss, or its forecast if it stopped
+            early). When ``forecast_patience`` forecasts in a row lie entirely above it (even the
+            lower end of the interval), a ``WorseThanReferenceWarning`` is emitted (once per episode).
+        stop_if_worse_than_reference: also stop the run then (after ``min_fraction``).
         min_fraction: no stop before this fraction of the planned steps (default 0.2).
         forecast_patience: forecasts in a row that must agree before a forecast stop.
         max_overhead: share of training time the automatic refit cadence may spend (0.01).
@@ -145,12 +159,16 @@ class _MonitorLogic:
         target_loss: float | None = None,
         flops_per_batch: float | None = None,
         tokens_per_batch: Any = None,
-        patience: int = 3,
-        smoothing: int = 5,
+        patience: int | None = None,
+        smoothing: int | None = None,
         min_excess: float = 0.01,
+        trend_lag: float = 0.05,
+        trend_after: float = 0.05,
         stop_if_forecast_above: float | None = None,
         stop_when_behind_trend: bool = False,
         stop_on_divergence: bool = False,
+        reference: Any = None,
+        stop_if_worse_than_reference: bool = False,
         min_fraction: float = 0.2,
         forecast_patience: int = 2,
         max_overhead: float = 0.01,
@@ -193,10 +211,28 @@ class _MonitorLogic:
         self.log_metrics = bool(log_metrics)
         self.write_summary = bool(write_summary)
         self.sinks: list = list(sinks)
+        if stop_if_worse_than_reference and reference is None:
+            raise InvalidInputError("stop_if_worse_than_reference=True needs reference= (a loss, a ScalingLawFit "
+                                    "or a run summary)")
+        from .reference import ReferenceCheck  # the pure comparison (issue 7)
+
+        self.stop_if_worse_than_reference = bool(stop_if_worse_than_reference)
+        self.reference_check = None if reference is None else ReferenceCheck(
+            reference, patience=max(1, int(forecast_patience)), stop=self.stop_if_worse_than_reference)
 
         self.history = LossHistory()
         self.compute = ComputeCounter(flops_per_batch=flops_per_batch, tokens_per_batch=tokens_per_batch)
-        self.trend = TrendDetector(patience=patience, window=smoothing, min_excess=min_excess, level=level)
+        if smoothing is not None and not (isinstance(smoothing, int) and smoothing >= 1):
+            raise InvalidInputError(f"smoothing must be a positive int or None, got {smoothing!r}")
+        if not (0 <= trend_lag < 1 and 0 <= trend_after < 1):
+            raise InvalidInputError(f"trend_lag and trend_after must be in [0, 1), got {trend_lag!r}, {trend_after!r}")
+        self.smoothing = smoothing
+        self.trend_lag = float(trend_lag)
+        self.trend_after = float(trend_after)
+        if patience is not None and not (isinstance(patience, int) and patience >= 1):
+            raise InvalidInputError(f"patience must be a positive int or None, got {patience!r}")
+        self.patience = patience
+        self.trend = TrendDetector(patience=patience or 3, window=smoothing or 5, min_excess=min_excess, level=level)
         self.divergence = DivergenceDetector()
         self._forecasts: list[Forecast] = []
         self._stopped_reason: str | None = None
@@ -223,7 +259,6 @@ class _MonitorLogic:
         self._refit_failures = 0
         self._bad_sinks: set[tuple[int, str]] = set()
         self._inflight_step: int | None = None
-        self._trend_axis = "step"
 
     # -- public read-outs --------------------------------------------------------------------
     @property
@@ -312,7 +347,6 @@ class _MonitorLogic:
             "followed": self._followed,
             "refits": int(self._refits),
             "pending": [[float(v) for v in p] for p in pending],
-            "trend_axis": self._trend_axis,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -341,7 +375,6 @@ class _MonitorLogic:
         self._loss_seen = self.history.n_observed > 0
         self._refits = int(state_dict.get("refits", 0))
         self._pending = [[int(p[0]), p[1], p[2], p[3]] for p in state_dict.get("pending", [])]
-        self._trend_axis = state_dict.get("trend_axis", self._trend_axis)
 
     # -- start -------------------------------------------------------------------------------
     def _start(self, trainer, pl_module) -> None:
@@ -349,6 +382,11 @@ class _MonitorLogic:
         self._seen_step = int(trainer.global_step)
         self._micro_sum, self._micro_n = None, 0
         self.compute.world_size = max(1, int(trainer.world_size))
+        if self._stopped_reason is not None:
+            self._info(trainer, f"ScalingLawMonitor: resuming a run it stopped at step {self.stopped_step} "
+                       f"({self._stopped_reason}); its stop rules apply again")
+            self._stopped_reason = None
+            self.stopped_step = None
         self.planned_steps = self._planned_steps(trainer)
         if self.planned_steps is None:
             self._info(trainer, "ScalingLawMonitor: the planned end of the run is unknown (no max_steps, an "
@@ -358,6 +396,16 @@ class _MonitorLogic:
                            "total_steps=); it is off for this run", ScalingWarning)
         if trainer.is_global_zero:
             self.schedule_lr, self.schedule_reason = self._load_schedule(trainer)
+        self._configure_trend()
+
+    def _configure_trend(self) -> None:
+        """Size the smoothing window once the run's length is known."""
+        if self.smoothing is None:
+            auto = 5 if (self.planned_steps is None or self.monitor is not None) else round(0.03 * self.planned_steps)
+            self.trend.set_window(min(200, max(5, auto)))
+        if self.patience is None:
+            self.trend.patience = max(3, self.trend.window // 2)
+        self.trend.schedule = self.schedule_lr
 
     def _planned_steps(self, trainer) -> float | None:
         if self.total_steps is not None:
@@ -416,7 +464,7 @@ class _MonitorLogic:
         self._check_loss_found(trainer, epoch_end=False)
 
         candidate = self._is_candidate(step)
-        if candidate or len(self._pending) >= _FLUSH_EVERY:
+        if candidate or len(self._pending) >= self._flush_every():
             self._flush(trainer, pl_module)
         if trainer.is_global_zero:
             self._poll_refit(trainer, pl_module)
@@ -426,6 +474,12 @@ class _MonitorLogic:
             self._decide(trainer, pl_module)
         if self.log_metrics and trainer.is_global_zero and _should_log(trainer):
             self._log(pl_module)
+
+    def _flush_every(self) -> int:
+        """Steps between float conversions: 1 on the CPU (free), more where it syncs a device."""
+        last = self._pending[-1][3] if self._pending else None
+        device = getattr(last, "device", None)
+        return 1 if device is None or device.type == "cpu" else _FLUSH_EVERY
 
     def _push(self, step: int, loss: Any) -> None:
         tokens, flops = self.compute.tokens, self.compute.flops
@@ -492,9 +546,13 @@ class _MonitorLogic:
                 self._divergence_event(trainer, pl_module, event)
             self.history.append(step=step, key=self._key(step, tokens, flops), loss=loss, tokens=tokens, flops=flops)
         if is_zero:
-            finite = [(s, self._trend_x(s, p[1], p[2]), l) for s, p, l in zip(steps, pending, losses) if math.isfinite(l)]
-            for step, x, loss in finite:
-                event = self.trend.observe(step, x, loss)
+            start = 0.0 if self.planned_steps is None else self.trend_after * self.planned_steps
+            for (step, tokens, flops, _), loss in zip(pending, losses):
+                if not math.isfinite(loss) or step < start:
+                    continue
+                span = self.planned_steps if self.planned_steps is not None else step
+                self.trend.lag = self.trend_lag * span
+                event = self.trend.observe(step, {"step": float(step), "tokens": tokens, "flops": flops}, loss)
                 if event is not None and trainer is not None:
                     self._behind_event(trainer, pl_module, event)
             if trainer is not None and self.sinks:
@@ -511,11 +569,6 @@ class _MonitorLogic:
 
     def _fit_axis(self) -> str:
         return "step" if self.schedule_lr is not None else self.x_axis
-
-    def _trend_x(self, step: float, tokens: float, flops: float) -> float:
-        """x on the axis of the trend detector's reference fit."""
-        axis = self._trend_axis
-        return float(step) if axis == "step" else (tokens if axis == "tokens" else flops)
 
     # -- refits --------------------------------------------------------------------------------
     def _is_candidate(self, step: int) -> bool:
@@ -583,13 +636,14 @@ class _MonitorLogic:
             return
         self._refits += 1
         self._forecasts.append(forecast)
-        if self.trend.offer_fit(forecast.fit, forecast.step):
-            self._trend_axis = forecast.x_axis
+        self.trend.offer_fit(forecast.fit, forecast.step, forecast.x_axis)
         self._call_sinks(trainer, "on_refit", trainer, pl_module, self, forecast)
 
     # -- decisions -----------------------------------------------------------------------------
     def _decide(self, trainer, pl_module) -> None:
-        if not (self.stop_if_forecast_above is not None or self.stop_when_behind_trend or self.stop_on_divergence):
+        ref_stop, ref_reason = self._check_reference(trainer, pl_module)
+        if not (self.stop_if_forecast_above is not None or self.stop_when_behind_trend or self.stop_on_divergence
+                or self.stop_if_worse_than_reference):
             return
         if self._stopped_reason is not None:
             return
@@ -609,6 +663,8 @@ class _MonitorLogic:
             diverged=self.divergence.diverged,
             divergence_message=None if last is None else last.message(),
         )
+        if not local and ref_stop:
+            local, reason = True, ref_reason
         # every rank reaches this call at the same steps (candidate steps depend on the step only)
         should_stop = bool(trainer.strategy.reduce_boolean_decision(bool(local), all=False))
         if not should_stop:
@@ -626,6 +682,26 @@ class _MonitorLogic:
                              {"kind": "stop", "step": self.stopped_step, "message": reason})
             if self.log_metrics and pl_module is not None:
                 _log(pl_module, {"scaling/stopped": 1.0})
+
+    def _check_reference(self, trainer, pl_module) -> tuple[bool, str | None]:
+        """Compare the newest forecasts with the reference; flag on rank zero (forecasts live there)."""
+        if self.reference_check is None:
+            return False, None
+        verdict = self.reference_check.evaluate(
+            step=int(trainer.global_step), planned_steps=self.planned_steps, min_fraction=self.min_fraction,
+            n_params=self.compute.n_params_non_embedding, forecasts=self._forecasts)
+        if verdict.unavailable:
+            self._warn(trainer, verdict.unavailable, ScalingWarning)
+        if verdict.flag:
+            from .reference import WorseThanReferenceWarning
+
+            message = f"ScalingLawMonitor: {verdict.message}."
+            self._warn(trainer, message, WorseThanReferenceWarning)
+            self._call_sinks(trainer, "on_event", trainer, pl_module, self, {
+                "kind": "worse_than_reference", "step": int(trainer.global_step), "message": message,
+                "detail": {"reference_loss": verdict.reference_loss, "n_params": verdict.n_params,
+                           "tokens": verdict.tokens}})
+        return verdict.stop, verdict.message
 
     _last_behind_message: str | None = None
 
@@ -723,6 +799,18 @@ class _MonitorLogic:
             if self._runner.busy:
                 self._runner.wait(timeout=60.0)
             self._poll_refit(trainer, pl_module)
+            last = self.history.last_step
+            newest = self.forecast
+            if (last is not None and self.history.n_observed >= _MIN_POINTS
+                    and (newest is None or newest.step < last) and not self._runner.busy):
+                # a last refit on every observation, so the summary's fit covers the whole run
+                self._runner.background, background = False, self._runner.background
+                try:
+                    self._inflight_step = int(trainer.global_step)
+                    self._runner.submit(self._refit_job())
+                finally:
+                    self._runner.background = background
+                self._poll_refit(trainer, pl_module)
             if self.monitor is not None and not self._metric_seen:
                 self._warn(trainer, f"ScalingLawMonitor: monitor={self.monitor!r} was never logged, so nothing "
                            "was forecast. " + _missing_metric_message(self.monitor, trainer.callback_metrics),

@@ -129,8 +129,9 @@ def measure_flops_per_batch(module: Any, batch: Any) -> float:
 
     args, kwargs = _forward_inputs(batch)
     args, kwargs = tree_map(to_meta, (args, kwargs))
-    state = {k: v.to("meta") for k, v in module.named_parameters(remove_duplicate=False)}
-    state.update({k: v.to("meta") for k, v in module.named_buffers(remove_duplicate=False)})
+    # tied weights appear once here; functional_call(tie_weights=True) re-ties them
+    state = {k: v.to("meta") for k, v in module.named_parameters()}
+    state.update({k: v.to("meta") for k, v in module.named_buffers()})
     counter = FlopCounterMode(display=False)
     was_training = module.training
     try:

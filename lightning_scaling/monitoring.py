@@ -281,25 +281,48 @@ class TrendEvent:
 class TrendDetector:
     """Is the run falling behind the trend forecast before its newest observations?
 
-    Each observation at x is compared with the reference fit: a fit made from data that
-    ended before it. The threshold at x is the larger of the fit's band upper end and the
-    expected loss plus ``z`` standard errors of a ``window``-point mean (noise measured from
-    the recent losses), plus ``min_excess`` times the expected loss (a margin for the
-    systematic misfit of a law extrapolated a short way). The check is positive when the
-    mean of the last ``window`` losses exceeds the mean of their thresholds; ``patience``
-    positive checks in a row start an episode, reported once. While checks are positive the
-    reference is frozen, so the fit cannot absorb the shift it is testing; it follows the
-    newest fit again once the run is back within the band.
+    Each observation is compared with a reference fit made from data that ended at least
+    ``lag`` optimizer steps before it (a fit made just before would already have bent
+    towards a slow drift). The statistic is the relative excess of the mean of the last
+    ``window`` losses over the mean of their expected losses; a check is positive when it
+    exceeds the larger of the band (the fit's ``level`` upper end, relative to the expected
+    loss) and ``z`` noise scales, plus ``min_excess``. The noise scale is measured, not
+    assumed: the robust spread (MAD) of the same statistic over the past checks that were
+    not positive, so correlated noise and the law's short-range misfit count in it; no check
+    fires before ``min_calibration`` such samples exist. ``patience`` positive checks in a
+    row start an episode, reported once. While checks are positive the reference is frozen,
+    so a newer fit cannot absorb the shift being tested; an episode ends after as many
+    negative checks as there were positive ones.
 
     Args:
         patience: consecutive positive checks before an episode starts.
         window: observations in the smoothed loss.
-        min_excess: relative margin over the band (0.01 = 1% of the expected loss).
+        min_excess: relative margin (0.01 = 1% of the expected loss).
         level: the band level.
-        z: standard errors of the smoothed loss allowed above the expected loss.
+        z: noise scales allowed above the expected loss.
+        lag: the reference fit's data must end at least this many optimizer steps before the
+            observation (settable while running: ``detector.lag = ...``).
+        min_calibration: noise samples needed before the first positive check.
+        schedule: the LR at every optimizer step (optional). A lagged reference is not
+            extrapolated across a change of the LR by more than ``lr_change`` (relative):
+            the newest fit made before the observation is used there instead. A fit whose
+            data ended less than ``lag`` steps after an abrupt LR change (more than
+            ``lr_change`` within 1% of the schedule) is never a reference: the loss is still
+            adjusting to the new LR, and a law fitted then extrapolates that transient.
     """
 
-    def __init__(self, patience: int = 3, window: int = 5, min_excess: float = 0.01, level: float = 0.9, z: float = 2.0):
+    def __init__(
+        self,
+        patience: int = 3,
+        window: int = 5,
+        min_excess: float = 0.01,
+        level: float = 0.9,
+        z: float = 3.0,
+        lag: float = 0.0,
+        min_calibration: int = 10,
+        schedule: np.ndarray | None = None,
+        lr_change: float = 0.1,
+    ):
         if int(patience) < 1 or int(window) < 1:
             raise InvalidInputError(f"patience and window must be >= 1, got {patience!r}, {window!r}")
         if not 0 < level < 1:
@@ -309,99 +332,190 @@ class TrendDetector:
         self.min_excess = float(min_excess)
         self.level = float(level)
         self.z = float(z)
+        self.lag = float(lag)
+        self.min_calibration = int(min_calibration)
+        self.lr_change = float(lr_change)
+        self.schedule = schedule
         self.reference: Any = None
         self.reference_step: int | None = None
-        self._obs: deque[list[float]] = deque(maxlen=self.window)  # [step, x, loss, expected, thr]
-        self._noise_losses: deque[float] = deque(maxlen=64)
+        self.reference_axis = "step"
+        self._fits: deque[tuple[int, Any, str]] = deque(maxlen=64)  # (data step, fit, x axis), oldest first
+        self._obs: deque[list[float]] = deque(maxlen=self.window)  # [step, x, loss, expected, band_hi]
+        self._calibration: deque[float] = deque(maxlen=64)
+        self._holding: deque[float] = deque()  # negative checks not yet trusted as noise samples
         self.count = 0
         self.since_step: int | None = None
         self.behind = False  # an episode is going on
         self.episodes = 0
         self.last_excess_relative = 0.0
 
+    def set_window(self, window: int) -> None:
+        """Change the smoothing window (the monitor sizes it once the run's length is known)."""
+        window = max(1, int(window))
+        if window != self.window:
+            self.window = window
+            self._obs = deque(self._obs, maxlen=window)
+
     # the reference fit
-    def offer_fit(self, fit: Any, data_step: int) -> bool:
-        """Offer a new fit (made from data up to ``data_step``); adopted unless frozen."""
+    def offer_fit(self, fit: Any, data_step: int, axis: str = "step") -> bool:
+        """Offer a new fit (made from data up to ``data_step``, x on ``axis``) as a future reference."""
         if fit is None or not getattr(fit, "ok", False):
             return False
-        if self.count > 0 or self.behind:
-            return False
-        self.reference = fit
-        self.reference_step = int(data_step)
-        self._rethreshold()
+        self._fits.append((int(data_step), fit, str(axis)))
         return True
 
-    def _band(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = np.asarray(self.reference.predict(x), dtype=float)
-        _lo, hi = self.reference.interval(x, level=self.level)
-        return mean, np.asarray(hi, dtype=float)
+    @property
+    def frozen(self) -> bool:
+        return self.count > 0 or self.behind
 
-    def _thresholds(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, hi = self._band(x)
-        sigma = robust_noise(self._noise_losses)
-        floor = mean + self.z * sigma / math.sqrt(self.window)
-        hi = np.where(np.isfinite(hi), hi, mean)
-        return mean, np.maximum(hi, floor) + self.min_excess * np.abs(mean)
+    def _select_reference(self, step: int) -> None:
+        if self.frozen and self.reference is not None:
+            return
+        chosen = None
+        for entry in self._fits:
+            if not self._settled(entry[0]):
+                continue
+            if entry[0] <= step - self.lag or (entry[0] < step and self._lr_changed(entry[0], step)):
+                chosen = entry
+        if chosen is None or chosen[1] is self.reference:
+            return
+        self.reference_step, self.reference, self.reference_axis = chosen
+        while self._fits and self._fits[0][0] < self.reference_step:  # older ones are never needed again
+            self._fits.popleft()
+        self._rethreshold()
+
+    @property
+    def schedule(self) -> np.ndarray | None:
+        return self._schedule
+
+    @schedule.setter
+    def schedule(self, lr: np.ndarray | None) -> None:
+        self._schedule = None if lr is None else np.asarray(lr, dtype=float)
+        self._abrupt = np.zeros(0, dtype=int)
+        if self._schedule is not None and self._schedule.size > 2:
+            lr = self._schedule
+            w = max(1, int(round(0.01 * lr.size)))
+            a, b = lr[:-w], lr[w:]
+            top = np.maximum(np.abs(a), np.abs(b))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                jump = np.where(top > 0, np.abs(a - b) / top, 0.0) > self.lr_change
+            self._abrupt = np.flatnonzero(jump) + w  # steps at which an abrupt change completes
+
+    def _settled(self, data_step: int) -> bool:
+        """No abrupt LR change in the ``lag`` steps before ``data_step``."""
+        if self._abrupt.size == 0:
+            return True
+        i = np.searchsorted(self._abrupt, data_step, side="right")
+        return i == 0 or self._abrupt[i - 1] <= data_step - max(self.lag, 1.0)
+
+    def _lr_changed(self, data_step: int, step: int) -> bool:
+        """Did the LR change by more than ``lr_change`` between a fit's data end and ``step``?"""
+        lr = self.schedule
+        if lr is None or lr.size == 0:
+            return False
+        a, b = lr[min(int(data_step), lr.size - 1)], lr[min(int(step), lr.size - 1)]
+        top = max(abs(a), abs(b))
+        return bool(top > 0 and abs(a - b) / top > self.lr_change)
+
+    def _band(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.atleast_1d(np.asarray(self.reference.predict(x), dtype=float))
+        _lo, hi = self.reference.interval(x, level=self.level)
+        hi = np.atleast_1d(np.asarray(hi, dtype=float))
+        return mean, np.where(np.isfinite(hi), hi, mean)
 
     def _rethreshold(self) -> None:
         if not self._obs or self.reference is None:
             return
         x = np.array([o[1] for o in self._obs])
-        mean, thr = self._thresholds(x)
-        for o, m, t in zip(self._obs, np.atleast_1d(mean), np.atleast_1d(thr)):
-            o[3], o[4] = float(m), float(t)
+        mean, hi = self._band(x)
+        for o, m, h in zip(self._obs, mean, hi):
+            o[3], o[4] = float(m), float(h)
 
-    def observe(self, step: int, x: float, loss: float) -> TrendEvent | None:
-        """Check one finite observation; returns an event when an episode starts."""
-        self._noise_losses.append(float(loss))
+    def noise_scale(self) -> float:
+        """Robust spread of the smoothed relative excess over past negative checks."""
+        if len(self._calibration) < 2:
+            return math.nan
+        c = np.asarray(self._calibration)
+        return float(1.4826 * np.median(np.abs(c - np.median(c))))
+
+    def observe(self, step: int, x: float | dict, loss: float) -> TrendEvent | None:
+        """Check one finite observation; returns an event when an episode starts.
+
+        ``x`` is the observation's position on the reference fit's axis, or a dict
+        ``{"step": ..., "tokens": ..., "flops": ...}`` to pick from.
+        """
+        self._select_reference(int(step))
         if self.reference is None or (self.reference_step is not None and step <= self.reference_step):
             return None
-        mean, thr = self._thresholds(np.array([float(x)]))
-        self._obs.append([float(step), float(x), float(loss), float(mean[0]), float(thr[0])])
+        if isinstance(x, dict):
+            x = x.get(self.reference_axis, math.nan)
+        if not math.isfinite(float(x)):
+            return None
+        mean, hi = self._band(np.array([float(x)]))
+        self._obs.append([float(step), float(x), float(loss), float(mean[0]), float(hi[0])])
         if len(self._obs) < self.window:
             return None
         losses = np.array([o[2] for o in self._obs])
         means = np.array([o[3] for o in self._obs])
-        thrs = np.array([o[4] for o in self._obs])
-        if not (np.isfinite(means).all() and np.isfinite(thrs).all()):
+        his = np.array([o[4] for o in self._obs])
+        expected = float(means.mean())
+        if not (math.isfinite(expected) and expected != 0 and np.isfinite(his).all()):
             return None
-        smoothed, threshold, expected = float(losses.mean()), float(thrs.mean()), float(means.mean())
-        self.last_excess_relative = (smoothed - threshold) / abs(expected) if expected else 0.0
-        if smoothed > threshold:
+        smoothed = float(losses.mean())
+        excess = smoothed / expected - 1.0
+        band = float(his.mean()) / expected - 1.0
+        scale = self.noise_scale()
+        calibrated = len(self._calibration) >= self.min_calibration
+        threshold = max(band + self.min_excess, self.z * scale if calibrated else math.inf)
+        self.last_excess_relative = excess - threshold if calibrated else 0.0
+        if calibrated and excess > threshold:
             if self.count == 0:
-                above = [o for o in self._obs if o[2] > o[4]]
+                above = [o for o in self._obs if o[2] > o[3] * (1 + threshold)]
                 self.since_step = int((above[0] if above else self._obs[-1])[0])
             self.count += 1
             if self.count >= self.patience and not self.behind:
                 self.behind = True
+                self._holding.clear()
                 self.episodes += 1
-                # the excess over the band itself (not the threshold with its margin)
-                band_hi = float(np.mean(self._band(np.array([o[1] for o in self._obs]))[1]))
-                excess = smoothed - band_hi
                 return TrendEvent(
                     step=int(step),
                     since_step=int(self.since_step if self.since_step is not None else step),
                     smoothed_loss=smoothed,
-                    threshold=threshold,
+                    threshold=expected * (1 + threshold),
                     expected=expected,
-                    excess=excess,
-                    excess_relative=(smoothed - expected) / abs(expected) if expected else math.nan,
+                    excess=smoothed - float(his.mean()),
+                    excess_relative=excess,
                     reference_step=int(self.reference_step or 0),
                     level=self.level,
                 )
-        else:
-            self.count = max(0, self.count - 1) if self.behind else 0
-            if self.behind and self.count == 0:
+            return None
+        if not self.frozen:
+            # a sample becomes a noise sample only once window + patience later checks passed
+            # without an episode: the onset of a shift must not widen the threshold meant to catch it
+            self._holding.append(excess)
+            while len(self._holding) > self.window + self.patience:
+                self._calibration.append(self._holding.popleft())
+        if self.behind:
+            self.count = max(0, min(self.count, self.patience) - 1)
+            if self.count == 0:
                 self.behind = False
                 self.since_step = None
+        else:
+            self.count = 0
+            self.since_step = None
         return None
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "reference": None if self.reference is None else plain(self.reference.to_dict()),
             "reference_step": self.reference_step,
+            "reference_axis": self.reference_axis,
+            "fits": [[int(s), plain(f.to_dict()), a] for s, f, a in self._fits if f is not self.reference],
+            "window": int(self.window),
+            "lag": float(self.lag),
             "obs": [list(map(float, o)) for o in self._obs],
-            "noise_losses": [float(v) for v in self._noise_losses],
+            "calibration": [float(v) for v in self._calibration],
+            "holding": [float(v) for v in self._holding],
             "count": int(self.count),
             "since_step": self.since_step,
             "behind": bool(self.behind),
@@ -412,8 +526,16 @@ class TrendDetector:
         ref = state.get("reference")
         self.reference = None if ref is None else fit_from_dict(ref)
         self.reference_step = state.get("reference_step")
+        self.reference_axis = state.get("reference_axis", "step")
+        fits = [(int(s), fit_from_dict(d), a) for s, d, a in state.get("fits", [])]
+        if self.reference is not None:
+            fits.append((int(self.reference_step or 0), self.reference, self.reference_axis))
+        self._fits = deque(sorted(fits, key=lambda t: t[0]), maxlen=64)
+        self.window = int(state.get("window", self.window))
+        self.lag = float(state.get("lag", self.lag))
         self._obs = deque((list(map(float, o)) for o in state.get("obs", [])), maxlen=self.window)
-        self._noise_losses = deque((float(v) for v in state.get("noise_losses", [])), maxlen=64)
+        self._calibration = deque((float(v) for v in state.get("calibration", [])), maxlen=64)
+        self._holding = deque(float(v) for v in state.get("holding", []))
         self.count = int(state.get("count", 0))
         self.since_step = state.get("since_step")
         self.behind = bool(state.get("behind", False))
@@ -568,6 +690,14 @@ class RefitRunner:
         self._done: tuple[Any, BaseException | None, float] | None = None
         self._lock = threading.Lock()
         self.cpu_seconds = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable for ddp_spawn: a fresh runner (no thread, no pending result) in the child
+        return {"background": self.background, "cpu_seconds": self.cpu_seconds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(background=state["background"])
+        self.cpu_seconds = state["cpu_seconds"]
 
     @property
     def busy(self) -> bool:

@@ -11,7 +11,8 @@ mean recorded LR there (so the summed LR, the schedule-aware laws' S1, stays exa
 the factor ``stride``), and its tokens ``stride * tokens_per_step``: the token (and FLOP)
 axis stays true, and the step axis is the recorded one divided by ``stride``.
 
-CSV layout (../shared/data): columns ``step, tokens, loss, lr``; blank where unknown.
+CSV layout (../shared/data): columns ``step, tokens, loss, lr``; blank where unknown. Under
+distributed training Lightning cannot skip a step, so every trainer step needs a measured loss.
 """
 
 from __future__ import annotations
@@ -150,6 +151,16 @@ class _ReplayLogic:
         )
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
+    def setup(self, stage: str) -> None:
+        world = getattr(self.trainer, "world_size", 1) if self._trainer is not None else 1
+        if stage == "fit" and world > 1 and not np.isfinite(self.losses).all():
+            empty = int(np.sum(~np.isfinite(self.losses)))
+            raise InvalidInputError(
+                f"ReplayModule: {empty} of {self.n_steps} trainer steps have no measured loss, and Lightning "
+                "cannot skip a step under distributed training; replay a curve measured in every "
+                f"stride of {self.stride} recorded steps (or pass a larger stride=)"
+            )
+
     def recorded_step(self, trainer_step: float) -> float:
         """The recorded optimizer step a trainer step (global_step) stands for."""
         return float(trainer_step) * self.stride
@@ -161,14 +172,16 @@ class _ReplayLogic:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        # float indices: no integer tensor, so the monitor does not count them as tokens
+        # float placeholders (the step comes from global_step); no integer tensor, so the
+        # monitor does not count them as tokens
         index = torch.arange(self.n_steps, dtype=torch.float64)
         return DataLoader(TensorDataset(index), batch_size=1, shuffle=False)
 
     def training_step(self, batch, batch_idx):
         import torch
 
-        g = int(batch[0].reshape(-1)[0].item())
+        # the step about to be taken, not the batch: resumes restart the epoch's dataloader
+        g = min(int(self.global_step), self.n_steps - 1)
         value = float(self.losses[g])
         if not math.isfinite(value):
             return None  # nothing measured in this segment: Lightning skips the step

@@ -1,0 +1,305 @@
+"""ScalingLawMonitor in real (tiny) Trainer runs, pytorch_lightning namespace."""
+
+import json
+import math
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_scaling as ls
+from lightning_scaling import ScalingLawMonitor
+from lightning_scaling.errors import InvalidInputError
+
+FAST = dict(enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+            num_sanity_val_steps=0, accelerator="cpu", devices=1)
+
+
+def regression_data(n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 16, generator=g)
+    y = x @ torch.randn(16, 1, generator=g) + 0.3 * torch.randn(n, 1, generator=g)
+    return TensorDataset(x, y)
+
+
+class Regression(pl.LightningModule):
+    """A linear model learning a noisy linear map: a falling, flattening loss."""
+
+    def __init__(self, output="tensor", lr=0.02):
+        super().__init__()
+        self.layer = nn.Linear(16, 1)
+        self.output = output
+        self.lr = lr
+        self.losses = []
+
+    def forward(self, x):
+        return self.layer(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self(x), y)
+        self.losses.append(float(loss.detach()))
+        return {"loss": loss, "n": x.shape[0]} if self.output == "dict" else loss
+
+    def train_dataloader(self):
+        return DataLoader(regression_data(), batch_size=8)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def test_zero_configuration_forecasts_logs_and_writes_the_summary(tmp_path):
+    mon = ScalingLawMonitor()
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(max_steps=120, callbacks=[mon], logger=logger, log_every_n_steps=10, **FAST)
+    trainer.fit(Regression())
+    f = mon.forecast
+    assert f is not None and mon.forecasts[-1] is f
+    assert f.target_step == 120 and f.level == 0.9 and f.law != "none"
+    assert f.lower <= f.final_loss <= f.upper
+    assert mon.stopped_reason is None
+    assert mon.history.n_observed == 120
+    assert mon.compute.steps == 120 and mon.compute.samples == 120 * 8
+    assert mon.compute.flops_source.startswith("measured") and mon.compute.flops == 120 * 3 * 2 * 8 * 16
+    metrics = trainer.callback_metrics
+    for name in ("scaling/forecast_final_loss", "scaling/forecast_lower", "scaling/forecast_upper",
+                 "scaling/flops", "scaling/samples", "scaling/planned_steps"):
+        assert name in metrics, name
+    logged = (tmp_path / "run" / "version_0" / "metrics.csv").read_text()
+    assert "scaling/forecast_final_loss" in logged and "scaling/flops" in logged
+
+    summary = json.loads((tmp_path / "run" / "version_0" / "scaling_summary.json").read_text())
+    assert summary["format"] == "lightning-scaling/run-summary" and summary["version"] == 1
+    assert summary["run"] == "run/0" and summary["steps"] == 120 and summary["x_axis"] == "step"
+    assert summary["n_params"] == 17.0 and summary["tokens"] is None and summary["flops"] > 0
+    assert len(summary["curve"]["step"]) == len(summary["curve"]["loss"]) == 120
+    assert summary["curve"]["tokens"] is None and summary["curve"]["flops"] is not None
+    assert summary["forecast"]["final_loss"] == pytest.approx(f.final_loss)
+    assert len(summary["forecasts"]) == len(mon.forecasts)
+    assert summary["fit"]["law"] == f.law
+    assert ls.CurveFit.from_dict(summary["fit"]).predict(120) == pytest.approx(f.fit.predict(120))
+    assert summary["stopped_reason"] is None and summary == mon.summary(trainer)
+
+
+def test_gradient_accumulation_records_the_mean_of_each_optimizer_steps_micro_batches(tmp_path):
+    mon = ScalingLawMonitor(background=False, refit_every=5)
+    model = Regression(output="dict")
+    trainer = pl.Trainer(max_steps=12, accumulate_grad_batches=4, callbacks=[mon], logger=False,
+                         default_root_dir=tmp_path, **FAST)
+    trainer.fit(model)
+    assert mon.compute.micro_batches == 48 and mon.compute.steps == 12
+    recorded = [p[4] for p in mon.history.last(12)]
+    expected = [sum(model.losses[i:i + 4]) / 4 for i in range(0, 48, 4)]
+    assert recorded == pytest.approx(expected, rel=1e-6)
+    assert [p[0] for p in mon.history.last(12)] == list(range(1, 13))
+
+
+class TwoLoaders(Regression):
+    def train_dataloader(self):
+        return {"a": DataLoader(regression_data(seed=1), batch_size=4),
+                "b": DataLoader(regression_data(seed=2), batch_size=4)}
+
+    def training_step(self, batch, batch_idx):
+        losses = [nn.functional.mse_loss(self(x), y) for x, y in batch.values()]
+        return sum(losses) / 2
+
+    def val_dataloader(self):
+        return [DataLoader(regression_data(64, seed=3), batch_size=32),
+                DataLoader(regression_data(64, seed=4), batch_size=32)]
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self(x), y))
+
+
+def test_multiple_dataloaders_and_a_monitored_validation_metric(tmp_path):
+    zero = ScalingLawMonitor(background=False, refit_every=10)
+    val = ScalingLawMonitor("val_loss/dataloader_idx_1", background=False, refit_every=10)
+    trainer = pl.Trainer(max_steps=60, val_check_interval=6, callbacks=[zero, val], logger=False,
+                         default_root_dir=tmp_path, **FAST)
+    trainer.fit(TwoLoaders())
+    assert zero.history.n_observed == 60 and zero.compute.micro_batches == 60
+    # one observation per validation run, at the step it ran
+    assert val.history.n_observed == 10
+    assert [p[0] for p in val.history.last(10)] == [6 * k for k in range(1, 11)]
+    assert val.summary()["loss_name"] == "val_loss/dataloader_idx_1"
+    assert val.forecast is not None and val.forecast.step == 60  # the final refit saw the last one
+
+
+class Manual(Regression):
+    def __init__(self, returns_loss: bool, logs_loss: bool):
+        super().__init__()
+        self.automatic_optimization = False
+        self.returns_loss, self.logs_loss = returns_loss, logs_loss
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        loss = nn.functional.mse_loss(self(x), y)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        self.losses.append(float(loss.detach()))
+        if self.logs_loss:
+            self.log("train_loss", loss)
+        return loss if self.returns_loss else None
+
+
+@pytest.mark.parametrize("returns_loss, logs_loss", [(True, False), (False, True)])
+def test_manual_optimisation(tmp_path, returns_loss, logs_loss):
+    mon = ScalingLawMonitor(background=False, refit_every=10)
+    model = Manual(returns_loss, logs_loss)
+    trainer = pl.Trainer(max_steps=40, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    trainer.fit(model)
+    assert mon.history.n_observed == 40
+    assert [p[4] for p in mon.history.last(40)] == pytest.approx(model.losses, rel=1e-6)
+    assert mon.summary()["loss_name"] == ("training_step loss" if returns_loss else "train_loss")
+    assert mon.forecast is not None
+
+
+def test_a_module_that_logs_no_loss_gets_one_clear_error_naming_the_fix(tmp_path):
+    trainer = pl.Trainer(max_steps=60, callbacks=[ScalingLawMonitor()], logger=False, default_root_dir=tmp_path,
+                         **FAST)
+    with pytest.raises(InvalidInputError) as err:
+        trainer.fit(Manual(returns_loss=False, logs_loss=False))
+    message = str(err.value)
+    assert "no loss" in message and "self.log('train_loss', loss)" in message
+    assert "ScalingLawMonitor(monitor='train_loss')" in message
+
+
+def test_a_monitored_metric_that_is_never_logged_is_an_error_listing_the_logged_ones(tmp_path):
+    trainer = pl.Trainer(max_steps=20, val_check_interval=5, callbacks=[ScalingLawMonitor("val_los")],
+                         logger=False, default_root_dir=tmp_path, **FAST)
+    with pytest.raises(InvalidInputError, match=r"monitor='val_los'.*'val_loss/dataloader_idx_0'"):
+        trainer.fit(TwoLoaders())
+
+
+def test_fast_dev_run_does_nothing(tmp_path):
+    mon = ScalingLawMonitor()
+    trainer = pl.Trainer(fast_dev_run=3, callbacks=[mon], default_root_dir=tmp_path, **{
+        k: v for k, v in FAST.items() if k != "num_sanity_val_steps"})
+    trainer.fit(Regression())
+    assert mon.history.n_observed == 0 and mon.forecast is None and mon.compute.micro_batches == 0
+    assert not list(tmp_path.rglob("scaling_summary.json"))
+
+
+class Diverging(Regression):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.global_step >= 30 else loss
+
+
+def test_nan_losses_warn_and_stop_on_divergence(tmp_path):
+    mon = ScalingLawMonitor(background=False, refit_every=8, stop_on_divergence=True)
+    trainer = pl.Trainer(max_steps=200, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    with pytest.warns(ls.DivergenceWarning, match="the loss is nan at step 31"):
+        trainer.fit(Diverging())
+    assert mon.stopped_reason.startswith("divergence: the loss is nan")
+    assert trainer.global_step == mon.stopped_step == 40  # the first decision step at min_fraction=0.2
+    assert mon.history.n_dropped == 10  # steps 31..40: non-finite losses never enter the history
+    summary = json.loads((tmp_path / "scaling_summary.json").read_text())
+    assert summary["stopped_reason"] == mon.stopped_reason and summary["warnings"]
+
+
+def test_a_refit_that_raises_is_a_warning_and_training_goes_on(tmp_path, monkeypatch):
+    import lightning_scaling.curve as curve
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(curve, "fit_curve", broken)
+    mon = ScalingLawMonitor(background=False, refit_every=10)
+    trainer = pl.Trainer(max_steps=30, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    with pytest.warns(ls.FitFailedWarning, match="solver exploded"):
+        trainer.fit(Regression())
+    assert trainer.global_step == 30 and mon.forecast is None
+
+
+class RecordingSink:
+    def __init__(self):
+        self.calls = []
+
+    def setup(self, trainer, pl_module, monitor):
+        self.calls.append("setup")
+
+    def on_refit(self, trainer, pl_module, monitor, forecast):
+        assert forecast is monitor.forecast
+        self.calls.append("refit")
+
+    def on_observation(self, trainer, pl_module, monitor, observations):
+        assert all({"step", "loss", "tokens", "flops"} <= set(o) for o in observations)
+        self.calls.append("obs")
+
+    def on_train_end(self, trainer, pl_module, monitor):
+        self.calls.append("end")
+
+
+class BrokenSink:
+    def on_refit(self, *args):
+        raise ValueError("sink bug")
+
+
+def test_sinks_are_called_and_a_failing_sink_is_only_a_warning(tmp_path):
+    good = RecordingSink()
+    mon = ScalingLawMonitor(background=False, refit_every=10, sinks=[BrokenSink()])
+    mon.add_sink(good)
+    trainer = pl.Trainer(max_steps=40, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    with pytest.warns(ls.ScalingWarning, match="BrokenSink.on_refit raised ValueError: sink bug"):
+        trainer.fit(Regression())
+    assert good.calls[0] == "setup" and good.calls[-1] == "end"
+    assert good.calls.count("refit") == len(mon.forecasts) == 4 and "obs" in good.calls
+
+
+class TinyLM(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(32, 16)
+        self.mlp = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 32)
+
+    def forward(self, idx):
+        return self.head(torch.relu(self.mlp(self.emb(idx))))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x).flatten(0, 1), y.flatten())
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 32, (256, 12), generator=g)
+        return DataLoader(TensorDataset(x, (x + 1) % 32), batch_size=4)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def test_a_token_model_counts_tokens_and_flops_and_forecasts_on_the_flops_axis(tmp_path):
+    mon = ScalingLawMonitor(x_axis="flops", background=False, refit_every=10, target_loss=1.0)
+    trainer = pl.Trainer(max_steps=50, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    trainer.fit(TinyLM())
+    assert mon.compute.tokens == 50 * 4 * 12
+    per_batch = 3 * 2 * 4 * 12 * (16 * 16 + 16 * 32)
+    assert mon.compute.flops == 50 * per_batch
+    f = mon.forecast
+    assert f.x_axis in ("flops", "step")  # "step" only when a schedule-aware fit was used
+    assert f.flops == 50 * per_batch and f.target_flops == pytest.approx(50 * per_batch)
+    assert f.target_tokens == pytest.approx(2400)
+    if math.isfinite(f.steps_to_target):
+        assert f.tokens_to_target == pytest.approx(48 * f.steps_to_target, rel=1e-6)
+    assert mon.summary()["n_params"] == 16 * 16 + 16 + 16 * 32 + 32
+
+
+def test_bad_options_are_one_clear_error():
+    with pytest.raises(InvalidInputError, match="x_axis"):
+        ScalingLawMonitor(x_axis="epochs")
+    with pytest.raises(InvalidInputError, match="level"):
+        ScalingLawMonitor(level=1.5)
+    with pytest.raises(InvalidInputError, match="refit_every"):
+        ScalingLawMonitor(refit_every=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ScalingLawMonitor(stop_if_forecast_above=3.0, stop_when_behind_trend=True)

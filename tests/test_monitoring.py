@@ -1,0 +1,186 @@
+import math
+import time
+
+import numpy as np
+import pytest
+
+import lightning_scaling as ls
+from lightning_scaling.monitoring import (
+    DivergenceDetector,
+    Forecast,
+    RefitRunner,
+    TrendDetector,
+    evaluate_stopping_criteria,
+    make_forecast,
+    robust_noise,
+)
+
+
+def curve(steps, rng, noise=0.004):
+    return 2.0 + 8.0 * np.asarray(steps, float) ** -0.35 + noise * rng.standard_normal(np.size(steps))
+
+
+def arrays_of(steps, loss):
+    steps = np.asarray(steps, float)
+    return {"step": steps, "key": steps, "tokens": steps * 1000.0, "flops": np.full(steps.size, np.nan),
+            "loss": np.asarray(loss, float), "count": np.ones(steps.size)}
+
+
+def run_detector(shift_from=None, shift=0.03, seed=0, n=2000, fit_at=(400, 800, 1200, 1600)):
+    """Observations 1..n with refits at fit_at; returns the steps at which episodes started."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, n + 1)
+    loss = curve(steps, rng)
+    if shift_from is not None:
+        loss[steps >= shift_from] *= 1 + shift
+    det = TrendDetector(patience=3, window=5, min_excess=0.01)
+    events = []
+    for s, y in zip(steps, loss):
+        if s - 1 in fit_at:
+            fit = ls.fit_curve(steps[: s - 1], loss[: s - 1])
+            det.offer_fit(fit, s - 1)
+        e = det.observe(int(s), float(s), float(y))
+        if e is not None:
+            events.append(e)
+    return events
+
+
+def test_no_behind_trend_event_on_a_clean_noisy_curve():
+    for seed in range(3):
+        assert run_detector(seed=seed) == []
+
+
+def test_a_three_percent_fault_is_reported_once_soon_after_it_starts():
+    events = run_detector(shift_from=1000)
+    assert len(events) == 1
+    e = events[0]
+    assert 1000 <= e.step <= 1020 and 1000 - 5 <= e.since_step <= e.step
+    assert e.excess_relative == pytest.approx(0.03, abs=0.01)
+    assert e.reference_step <= 800  # the band was forecast before the fault
+    assert "above the upper end" in e.message()
+
+
+def test_the_reference_fit_is_frozen_while_checks_are_positive():
+    rng = np.random.default_rng(1)
+    steps = np.arange(1, 401)
+    fit = ls.fit_curve(steps, curve(steps, rng))
+    det = TrendDetector(patience=50, window=3, min_calibration=0)
+    assert det.offer_fit(fit, 400)
+    for s in range(401, 411):
+        det.observe(s, float(s), float(curve([s], rng)[0]) * 1.05)
+    assert det.count > 0 and det.reference is fit
+    later = ls.fit_curve(np.arange(1, 411), curve(np.arange(1, 411), rng))
+    det.offer_fit(later, 410)
+    det.observe(411, 411.0, float(curve([411], rng)[0]) * 1.05)
+    assert det.reference is fit  # frozen: the newer fit saw the shift being tested
+    for s in range(412, 470):
+        det.observe(s, float(s), float(curve([s], rng)[0]))
+    assert det.count == 0 and det.reference is later  # back within the band: follows the newest fit
+
+
+def test_the_reference_lags_the_observations():
+    rng = np.random.default_rng(2)
+    det = TrendDetector(lag=100)
+    fits = {}
+    for end in (300, 400, 500):
+        steps = np.arange(1, end + 1)
+        fits[end] = ls.fit_curve(steps, curve(steps, rng))
+        det.offer_fit(fits[end], end)
+    det.observe(560, 560.0, 2.5)
+    assert det.reference is fits[400] and det.reference_step == 400
+
+
+def test_divergence_non_finite_and_spikes():
+    d = DivergenceDetector(patience=3)
+    for s in range(1, 40):
+        assert d.observe(s, 3.0 + 0.01 * math.sin(s)) is None
+    e = d.observe(40, float("nan"))
+    assert e is not None and e.kind == "non-finite" and d.diverged
+    assert d.observe(41, float("nan")) is None  # one report per episode
+    assert d.observe(42, 3.0) is None and not d.diverged
+    e = d.observe(43, 6.0)
+    assert e is not None and e.kind == "spike" and not d.diverged  # a single spike is not divergence
+    d.observe(44, 6.5)
+    d.observe(45, 7.0)
+    assert d.diverged
+    state = d.state_dict()
+    d2 = DivergenceDetector(patience=3)
+    d2.load_state_dict(state)
+    assert d2.diverged
+
+
+def test_robust_noise_ignores_the_trend():
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 10, 500) + 0.1 * rng.standard_normal(500)
+    assert robust_noise(x) == pytest.approx(0.1, rel=0.2)
+
+
+def forecast(lower, final=None):
+    final = lower + 0.1 if final is None else final
+    return Forecast(step=10, final_loss=final, lower=lower, upper=final + 0.1, level=0.9, law="x", target_step=100)
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({}, (False, None)),
+        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.1), forecast(2.2)]}, True),
+        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(1.9), forecast(2.2)]}, False),
+        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.2)]}, False),  # patience 2
+        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.1), forecast(2.2)], "step": 10}, False),
+        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.1), forecast(2.2)],
+          "planned_steps": None}, False),
+        ({"stop_when_behind_trend": True, "behind": True}, True),
+        ({"stop_on_divergence": True, "diverged": True, "step": 10, "planned_steps": None}, True),
+        ({"stop_on_divergence": False, "diverged": True}, False),
+    ],
+)
+def test_stopping_criteria(kwargs, expected):
+    args = dict(step=50, planned_steps=100, min_fraction=0.2, stop_if_forecast_above=None, recent_forecasts=[],
+                forecast_patience=2, stop_when_behind_trend=False, behind=False, behind_message=None,
+                stop_on_divergence=False, diverged=False, divergence_message=None)
+    args.update(kwargs)
+    decision, reason = evaluate_stopping_criteria(**args)
+    if isinstance(expected, tuple):
+        assert (decision, reason) == expected
+    else:
+        assert decision is expected
+        assert (reason is not None) is expected
+
+
+def test_make_forecast_falls_back_when_the_schedule_aware_fit_fails():
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 301)
+    a = arrays_of(steps, curve(steps, rng))
+
+    def fit_fn(x, y, lr=None):
+        if lr is not None:
+            return ls.fit_curve([1.0], [1.0])  # a failed (not ok) fit
+        return ls.fit_curve(x, y)
+
+    f = make_forecast(a, fit_fn=fit_fn, x_axis="tokens", target_step=1000, lr=np.full(1001, 1e-3), target_loss=2.9)
+    assert "monitor_schedule_fallback" in f.diagnostics
+    assert f.x_axis == "tokens"
+    truth = 2.0 + 8.0 * 1000**-0.35
+    assert f.lower < truth < f.upper
+    assert abs(f.final_loss - truth) / truth < 0.02
+    assert f.target_tokens == pytest.approx(1e6)
+    assert f.steps_to_target == pytest.approx((8.0 / 0.9) ** (1 / 0.35), rel=0.2)
+    assert f.tokens_to_target == pytest.approx(1000 * f.steps_to_target)
+    d = f.to_dict()
+    assert {"final_loss", "lower", "upper", "level", "step", "law", "target_step"} <= set(d)
+    assert Forecast.from_dict(d).to_dict() == d
+
+
+def test_refit_runner_runs_off_thread_and_reports_errors():
+    r = RefitRunner(background=True)
+    assert r.submit(lambda: time.sleep(0.05) or 42)
+    assert not r.submit(lambda: 0)  # one at a time
+    r.wait()
+    result, error, cpu = r.poll()
+    assert result == 42 and error is None and cpu < 0.05
+    assert r.poll() is None
+    r.submit(lambda: 1 / 0)
+    r.wait()
+    _, error, _ = r.poll()
+    assert isinstance(error, ZeroDivisionError)
