@@ -54,12 +54,17 @@ class _ForecastPruningLogic:
             ``TorchDistributedTrial``: pass the plain trial on rank 0 and ``None`` elsewhere.
         monitor: the ``ScalingLawMonitor`` whose forecasts to report; default: the first one
             in the trainer's callbacks.
-        value: ``"forecast"`` (default): the expected loss at the planned last step, from the
-            newest forecast with a finite value. ``"loss"``: the current loss (the mean of the
-            last 5 observed losses), which is what Optuna's own callback prunes on; for
-            comparisons.
-        min_fraction: report and prune only from this fraction of the planned steps on
-            (default 0: leave the warm-up to the pruner's ``n_warmup_steps``).
+        value: ``"forecast"`` (default): the expected loss at the planned last step: the median
+            of the newest ``smoothing`` forecasts with a finite value. ``"loss"``: the current
+            loss (the mean of the last 5 observed losses), which is what Optuna's own callback
+            prunes on; for comparisons.
+        smoothing: forecasts whose median is reported (default 3; 1: the newest alone). Optuna's
+            pruners judge a trial by the *best* value it ever reported, so one optimistic
+            outlier among the forecasts would shield a trial for good.
+        min_fraction: report and prune only from this fraction of the planned steps on. Default:
+            the monitor's ``min_fraction`` (0.2), for the same reason: early forecasts are the
+            least reliable, and a report counts for the rest of the trial even before the
+            pruner's ``n_warmup_steps``.
         report_every: report and decide every this many optimizer steps. Default: at the
             monitor's decision steps (its ``refit_every``, or 1/200 of the planned run). The
             study's pruner compares trials at equal steps, so every trial of a study should
@@ -95,15 +100,18 @@ class _ForecastPruningLogic:
         monitor: Any = None,
         *,
         value: str = "forecast",
-        min_fraction: float = 0.0,
+        smoothing: int = 3,
+        min_fraction: float | None = None,
         report_every: int | None = None,
         raise_on_prune: bool = True,
     ):
         super().__init__()
         if value not in VALUES:
             raise InvalidInputError(f"value must be one of {VALUES}, got {value!r}")
-        if not (isinstance(min_fraction, (int, float)) and 0 <= min_fraction <= 1):
-            raise InvalidInputError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
+        if not (isinstance(smoothing, int) and smoothing >= 1):
+            raise InvalidInputError(f"smoothing must be a positive int, got {smoothing!r}")
+        if min_fraction is not None and not (isinstance(min_fraction, (int, float)) and 0 <= min_fraction <= 1):
+            raise InvalidInputError(f"min_fraction must be in [0, 1] or None, got {min_fraction!r}")
         if report_every is not None and not (isinstance(report_every, int) and report_every > 0):
             raise InvalidInputError(f"report_every must be a positive int or None, got {report_every!r}")
         if trial is not None:
@@ -118,7 +126,8 @@ class _ForecastPruningLogic:
         self.trial = trial
         self.monitor = monitor
         self.value = value
-        self.min_fraction = float(min_fraction)
+        self.smoothing = smoothing
+        self.min_fraction = None if min_fraction is None else float(min_fraction)
         self.report_every = report_every
         self.raise_on_prune = bool(raise_on_prune)
         self.reports: list[tuple[int, float]] = []
@@ -194,10 +203,12 @@ class _ForecastPruningLogic:
         if self.value == "loss":
             recent = [r[4] for r in self.monitor.history.last(_SMOOTHING) if math.isfinite(r[4])]
             return float(sum(recent) / len(recent)) if recent else None
-        for f in reversed(self.monitor.forecasts):
-            if math.isfinite(f.final_loss):
-                return float(f.final_loss)
-        return None
+        finite = [f.final_loss for f in self.monitor.forecasts[-4 * self.smoothing:] if math.isfinite(f.final_loss)]
+        if not finite:
+            return None
+        newest = sorted(finite[-self.smoothing:])
+        mid = len(newest) // 2
+        return float(newest[mid] if len(newest) % 2 else (newest[mid - 1] + newest[mid]) / 2)
 
     def _decide(self, trainer) -> None:
         step = int(trainer.global_step)
@@ -224,10 +235,11 @@ class _ForecastPruningLogic:
             self.message = f"pruned at step {step:,} (decided on global rank 0)"
 
     def _past_min_fraction(self, step: int) -> bool:
+        fraction = self.min_fraction if self.min_fraction is not None else float(self.monitor.min_fraction)
         planned = getattr(self.monitor, "planned_steps", None)
-        if not self.min_fraction or planned is None or not math.isfinite(planned):
+        if not fraction or planned is None or not math.isfinite(planned):
             return True
-        return step >= self.min_fraction * planned
+        return step >= fraction * planned
 
 
 try:

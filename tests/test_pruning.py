@@ -75,21 +75,23 @@ def test_forecast_pruning_keeps_the_slow_starter_that_ends_best_where_current_lo
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 3 + [optuna.trial.TrialState.PRUNED]
     assert study.best_trial.number == 2
-    # what was reported is the monitor's forecast at the decision steps (every refit)
+    # reported: the median of the newest 3 forecasts, at every decision step (refit) from the
+    # monitor's min_fraction (0.2 of 160 steps) on
     monitor, pruning = cbs[2]
     reported = study.trials[2].intermediate_values
-    assert sorted(reported) == list(range(10, STEPS + 1, 10))
-    assert reported[STEPS] == pytest.approx(monitor.forecasts[-1].final_loss)
-    assert reported[40] == pytest.approx([f.final_loss for f in monitor.forecasts if f.step == 40][0])
-    # the worst run stopped at the first step the pruner may judge; the trial holds the reason
+    assert sorted(reported) == list(range(40, STEPS + 1, 10))
+    by_step = {f.step: f.final_loss for f in monitor.forecasts}
+    assert reported[STEPS] == pytest.approx(np.median([by_step[s] for s in (140, 150, 160)]))
+    assert reported[40] == pytest.approx(np.median([by_step[s] for s in (20, 30, 40)]))
+    # the worst run stopped at its first report; the trial holds the reason
     monitor, pruning = cbs[3]
-    assert pruning.pruned_step == 30 and monitor.history.last_step == 30
+    assert pruning.pruned_step == 40 and monitor.history.last_step == 40
     assert "forecast final loss" in pruning.message and "MedianPruner" in pruning.message
 
     # the same study on the current loss (Optuna's own approach) prunes the run that ends best
     study, cbs = run_study(value="loss")
     assert study.trials[2].state == optuna.trial.TrialState.PRUNED
-    assert cbs[2][1].pruned_step == 30 and study.trials[2].intermediate_values[30] > study.trials[0].intermediate_values[30]
+    assert cbs[2][1].pruned_step == 40 and study.trials[2].intermediate_values[40] > study.trials[0].intermediate_values[40]
 
 
 def test_sqlite_storage_holds_the_reports_and_the_pruned_state(tmp_path):
@@ -101,7 +103,7 @@ def test_sqlite_storage_holds_the_reports_and_the_pruned_state(tmp_path):
     assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
     pruned = reloaded.trials[2]
     assert dict(pruned.intermediate_values) == pytest.approx(dict(cbs[2][1].reports))
-    assert max(pruned.intermediate_values) == 30
+    assert max(pruned.intermediate_values) == 40
 
 
 def test_check_pruned_after_fit_when_not_raising():
@@ -109,12 +111,12 @@ def test_check_pruned_after_fit_when_not_raising():
     study.add_trial(optuna.trial.create_trial(value=1.5, intermediate_values={s: 1.5 for s in range(10, STEPS + 1, 10)}))
     trial = study.ask()
     monitor = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False)
-    pruning = ForecastPruning(trial, monitor, raise_on_prune=False, min_fraction=0.25)
+    pruning = ForecastPruning(trial, monitor, raise_on_prune=False, min_fraction=0.25, smoothing=1)
     module = ReplayModule(power_curve(**CURVES[0]))
     trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[monitor, pruning], **FAST)
     trainer.fit(module)  # does not raise
     assert pruning.pruned_step == trainer.global_step == 40  # the first report comes at 25% of 160 steps
-    assert [s for s, _ in pruning.reports] == [40]
+    assert pruning.reports == [(40, pytest.approx(monitor.forecasts[-1].final_loss))]  # smoothing=1: the newest
     with pytest.raises(optuna.TrialPruned, match="step 40"):
         pruning.check_pruned()
 
@@ -123,6 +125,10 @@ def test_bad_configurations_are_one_clear_error():
     trial = optuna.create_study().ask()
     with pytest.raises(InvalidInputError, match="value must be"):
         ForecastPruning(trial, value="val_loss")
+    with pytest.raises(InvalidInputError, match="smoothing"):
+        ForecastPruning(trial, smoothing=0)
+    with pytest.raises(InvalidInputError, match="min_fraction"):
+        ForecastPruning(trial, min_fraction=1.5)
     with pytest.raises(InvalidInputError, match="optuna trial"):
         ForecastPruning(object())
     module = ReplayModule(power_curve(**CURVES[0]))
