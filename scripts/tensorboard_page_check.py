@@ -2,7 +2,8 @@
 """Check the "Scaling law" panels in a real browser: TensorBoard + headless Chromium.
 
 1. Without --logdir, trains a tiny model with ``ScalingLawMonitor`` and a TensorBoardLogger
-   into a temporary directory (the run the panels are drawn from).
+   into a temporary directory (the run the panels are drawn from); with --replay CSV, replays
+   a recorded loss curve through the same Trainer + monitor instead (``ReplayModule``).
 2. Starts ``tensorboard --logdir DIR --host 127.0.0.1 --port <free>`` and waits until its
    custom-scalars layout route serves the "Scaling law" category.
 3. Asks TensorBoard's own data routes for every tag of the layout: each must have points.
@@ -14,7 +15,13 @@
 5. Stops Chromium and TensorBoard, prints a JSON result; exit status 0 when every check
    passed, 1 when one failed, 2 when it could not run (no chromium, TensorBoard did not start).
 
-    python scripts/tensorboard_page_check.py --screenshot docs/tensorboard.png
+    python scripts/tensorboard_page_check.py --screenshot page.png
+
+The README's docs/tensorboard.png (a modded-nanogpt 124M run replayed):
+
+    python scripts/tensorboard_page_check.py --replay \
+        tests/data/curves/modded_nanogpt_ValueEmbed_00008ea0.csv --n-params 124e6 \
+        --width 1280 --height 900 --shrink 1024 --screenshot docs/tensorboard.png
 """
 
 from __future__ import annotations
@@ -118,6 +125,40 @@ def make_demo_run(logdir: str, steps: int = 240) -> str:
         warnings.simplefilter("ignore")
         trainer.fit(Tiny(), loader)
     return logger.log_dir
+
+
+def make_replay_run(logdir: str, csv_path: str, n_params: float | None = None) -> str:
+    """Replay a recorded curve (columns step, tokens, loss, lr) through a Trainer with
+    ScalingLawMonitor + TensorBoardLogger; returns the logger's run directory."""
+    import warnings
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_scaling import ScalingLawMonitor
+    from lightning_scaling.replay import ReplayModule
+
+    module = ReplayModule(csv_path, n_params=n_params)
+    name = os.path.splitext(os.path.basename(csv_path))[0]
+    logger = TensorBoardLogger(logdir, name=name)
+    monitor = ScalingLawMonitor(refit_every=max(4, module.n_steps // 60), background=False)
+    trainer = pl.Trainer(max_steps=module.n_steps, logger=logger, callbacks=[monitor], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         log_every_n_steps=max(1, module.n_steps // 200), accelerator="cpu", devices=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module)
+    return logger.log_dir
+
+
+def shrink_png(path: str, width: int) -> None:
+    """Scale a screenshot to ``width`` pixels and reduce it to 96 colours (Pillow)."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    height = round(image.height * width / image.width)
+    image = image.resize((width, height), Image.LANCZOS)
+    image.quantize(colors=96, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 # ------------------------------------------------------------------------------ TensorBoard
@@ -377,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=240, help="steps of the demo run")
+    parser.add_argument("--replay", metavar="CSV", help="replay this recorded curve instead of the demo run")
+    parser.add_argument("--n-params", type=float, default=None, help="model parameters of the replayed run")
+    parser.add_argument("--shrink", type=int, metavar="WIDTH", help="scale the screenshot to WIDTH pixels")
     parser.add_argument("--timeout", type=float, default=40.0, help="seconds per wait")
     args = parser.parse_args(argv)
     chromium = find_chromium()
@@ -388,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         logdir = args.logdir
         if logdir is None:
             tmp = tempfile.mkdtemp(prefix="ls-page-check-")
-            make_demo_run(tmp, steps=args.steps)
+            if args.replay:
+                make_replay_run(tmp, args.replay, args.n_params)
+            else:
+                make_demo_run(tmp, steps=args.steps)
             logdir = tmp
         result = check_page(logdir, args.screenshot, chromium, width=args.width, height=args.height,
                             timeout=args.timeout)
@@ -398,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+    if args.shrink and args.screenshot and os.path.exists(args.screenshot):
+        shrink_png(args.screenshot, args.shrink)
     print(json.dumps(result, indent=2))
     return 0 if result["ok"] else 1
 
