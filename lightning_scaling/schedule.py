@@ -212,6 +212,101 @@ def multipower_drop(chunks: DropChunks, t, C: float, beta: float, gamma: float) 
     return out.reshape(t.shape)
 
 
+@dataclass(frozen=True)
+class BoundSums:
+    """Prefix sums of a schedule's positive steps, for ``convex_bound`` (set-up O(T)).
+
+    Steps with a zero LR do not move the iterate, so the bound after them equals the bound
+    before them: they are dropped (``count[t]`` positive steps precede the loss at step t).
+    """
+
+    P: np.ndarray  # P[j] = sum of the first j positive LRs
+    P2: np.ndarray  # same for their squares
+    count: np.ndarray  # count[t] = positive LRs among u[0..t-1], t = 0..len(u)
+
+
+def bound_sums(u) -> BoundSums:
+    """Set up ``convex_bound`` for the peak-normalised schedule u."""
+    u = np.asarray(u, dtype=float)
+    pos = u[u > 0]
+    P = np.concatenate([[0.0], np.cumsum(pos)])
+    P2 = np.concatenate([[0.0], np.cumsum(pos * pos)])
+    count = np.concatenate([[0], np.cumsum(u > 0)])
+    return BoundSums(P, P2, count)
+
+
+BOUND_TAIL = 64
+"""convex_bound sums the last this many terms exactly; older ones in geometric buckets."""
+
+BOUND_RATIO = 1.05
+"""Each older bucket reaches this factor further back than the one after it."""
+
+
+def convex_bound(sums: BoundSums, t) -> tuple[np.ndarray, np.ndarray]:
+    """The two schedule terms of the last-iterate bound of SGD at steps t: (bias, variance).
+
+    Schaipp et al. 2025 (Thm. 1, after Defazio et al. 2023) bound the suboptimality of the
+    last iterate of SGD with step sizes eta_1..eta_n on a convex G-Lipschitz problem by
+    ``D**2 * bias + G**2 * variance`` with (E_k = sum_{j>=k} eta_j, Q_k = sum_{j>=k} eta_j**2)
+
+        bias = 1 / (2 E_1),
+        variance = Q_1 / (2 E_1) + 1/2 sum_{k<n} eta_k / E_{k+1} * Q_k / E_k.
+
+    Here eta are the positive LRs of u[0..t-1] (the loss at step t has seen those). Using
+    eta_k / (E_{k+1} E_k) = 1/E_{k+1} - 1/E_k, the last ``BOUND_TAIL`` terms are summed
+    exactly and older ones in buckets (each ``BOUND_RATIO`` times further back), with Q
+    linear in E inside a bucket (exact for a constant LR, where the sum is harmonic): cost
+    O(len(t) * log T), relative error below 1e-3 (largest just after an abrupt LR drop). Units: 1 / (steps x peak LR)
+    and peak LR.
+    """
+    t = np.asarray(t, dtype=np.int64)
+    m = sums.count[np.clip(t.ravel(), 0, sums.count.size - 1)]
+    P, P2 = sums.P, sums.P2
+    Pm, P2m = P[m][:, None], P2[m][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        E0 = P[m]
+        bias = np.where(m > 0, 0.5 / E0, np.inf)
+        head = np.where(m > 0, 0.5 * P2[m] / E0, 0.0)
+        # exact: k = m-2 .. m-1-BOUND_TAIL (the last positive step m-1 has no term)
+        k = m[:, None] - 2 - np.arange(BOUND_TAIL)[None, :]
+        live = k >= 0
+        kk = np.maximum(k, 0)
+        Ek, Ek1, Qk = Pm - P[kk], Pm - P[kk + 1], P2m - P2[kk]
+        exact = np.where(live & (Ek1 > 0), (1.0 / Ek1 - 1.0 / Ek) * Qk, 0.0).sum(axis=1)
+        # buckets [a, b): b from m-1-BOUND_TAIL back to 0, each BOUND_RATIO times further
+        top = int(max(m.max(initial=0), 1))
+        n_b = int(math.ceil(math.log(max(top / BOUND_TAIL, 1.0) + 1.0) / math.log(BOUND_RATIO))) + 2
+        off = np.unique(np.ceil((BOUND_TAIL + 1) * BOUND_RATIO ** np.arange(n_b)).astype(np.int64))
+        off = np.concatenate([[BOUND_TAIL + 1], off[off > BOUND_TAIL + 1]])
+        bnd = np.maximum(m[:, None] - off[None, :], 0)
+        b, a = bnd[:, :-1], bnd[:, 1:]
+        Ea, Eb = Pm - P[a], Pm - P[b]
+        Qa, Qb = P2m - P2[a], P2m - P2[b]
+        width = b - a
+        ok = (width > 0) & (Ea > Eb) & (Eb > 0)
+        s = np.where(ok, (Qa - Qb) / (Ea - Eb), 0.0)
+        h = np.where(ok, (Ea - Eb) / np.maximum(width, 1), 0.0)
+        logs = np.log(np.where(ok, (Ea - 0.5 * h) / (Eb - 0.5 * h), 1.0))
+        older = np.where(ok, (Qb - s * Eb) * (1.0 / Eb - 1.0 / Ea) + s * logs, 0.0).sum(axis=1)
+    variance = head + 0.5 * (exact + older)
+    return bias.reshape(t.shape), variance.reshape(t.shape)
+
+
+def convex_bound_exact(u, t) -> tuple[np.ndarray, np.ndarray]:
+    """Reference O(T) per point evaluation of ``convex_bound`` (for tests)."""
+    u = np.asarray(u, dtype=float)
+    bias, var = [], []
+    for ti in np.atleast_1d(t):
+        eta = u[: int(ti)]
+        eta = eta[eta > 0]
+        E = np.cumsum(eta[::-1])[::-1]
+        Q = np.cumsum((eta * eta)[::-1])[::-1]
+        terms = eta[:-1] / E[1:] * Q[:-1] / E[:-1]
+        bias.append(0.5 / E[0])
+        var.append(0.5 * Q[0] / E[0] + 0.5 * float(np.sum(terms)))
+    return np.array(bias), np.array(var)
+
+
 def multipower_drop_exact(u, t, C: float, beta: float, gamma: float) -> np.ndarray:
     """Reference O(T) per point evaluation of ``multipower_drop`` (for tests)."""
     u = np.asarray(u, dtype=float)

@@ -11,6 +11,9 @@ from lightning_scaling.errors import InvalidInputError
 from lightning_scaling.schedule import (
     annealing_area,
     as_schedule,
+    bound_sums,
+    convex_bound,
+    convex_bound_exact,
     drop_chunks,
     lr_area,
     lr_drops,
@@ -90,6 +93,44 @@ def test_features_are_linear_time():
     ch = drop_chunks(u)
     multipower_drop(ch, np.linspace(1, 1_000_000, 300).astype(int), 0.11, 0.59, 0.64)
     assert time.perf_counter() - t0 < 2.0  # O(T^2) would take hours
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd_to_zero", "two_stage", "restarts"])
+def test_bucketed_convex_bound_matches_the_direct_sum(schedule):
+    if schedule == "cosine":
+        u, _ = peak_normalized(warmup_cosine())
+    elif schedule == "wsd_to_zero":
+        u = wsd()
+    elif schedule == "two_stage":
+        u = np.r_[np.ones(3000), 0.1 * np.ones(3001)]  # an abrupt drop: the hardest case
+    else:
+        s = np.arange(6001)
+        u = 0.5 * (1 + np.cos(np.pi * (s % 2000) / 2000)) + 1e-3
+    t = np.unique(np.r_[np.linspace(2, u.size - 1, 60).astype(int), 3001, 3002, 3010, 3100])
+    bias, var = convex_bound(bound_sums(u), t)
+    bias_x, var_x = convex_bound_exact(u, t)
+    np.testing.assert_allclose(bias, bias_x, rtol=1e-12)
+    np.testing.assert_allclose(var, var_x, rtol=1e-3)
+
+
+def test_convex_bound_of_a_constant_lr_is_harmonic_and_zero_lrs_do_not_move_it():
+    # eta = 1 for n steps: bias 1/(2n), variance (1 + H_{n-1}) / 2
+    n = np.array([1, 10, 100, 5000])
+    bias, var = convex_bound(bound_sums(np.ones(6000)), n)
+    harmonic = np.array([np.sum(1.0 / np.arange(1, k)) for k in n])
+    np.testing.assert_allclose(bias, 0.5 / n, rtol=1e-12)
+    np.testing.assert_allclose(var, 0.5 * (1 + harmonic), rtol=2e-4)
+    # a step with LR 0 leaves the iterate, and the bound, where they were
+    u = np.r_[np.linspace(1, 0, 1001), np.zeros(500)]
+    b, v = convex_bound(bound_sums(u), np.array([1000, 1200, 1500]))
+    assert b[0] == b[1] == b[2] and v[0] == v[1] == v[2]
+
+
+def test_convex_bound_is_cheap_on_a_million_steps():
+    u = wsd(T=1_000_000, warmup=10_000, decay_from=800_000)
+    t0 = time.perf_counter()
+    convex_bound(bound_sums(u), np.linspace(1, 1_000_000, 300).astype(int))
+    assert time.perf_counter() - t0 < 2.0  # O(points * log T), not O(points * T)
 
 
 def test_invalid_schedules_are_rejected():
