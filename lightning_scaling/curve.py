@@ -188,6 +188,8 @@ class CurveFit:
 
     def _x_limit(self) -> float:
         ctx = self.context
+        if ctx and ctx.get("horizon") is not None:  # schedule-aware fits: the last scheduled step
+            return float(ctx["horizon"])
         if ctx and ctx.get("lr") is not None:
             return float(len(ctx["lr"]) - 1)
         return float(self.x_first) * 1e30 if self.x_first > 0 else 1e300

@@ -3,46 +3,61 @@
 When the learning rate at every optimizer step 0..horizon is known, the loss curve is
 modelled in terms of the schedule instead of the step count (all LRs divided by the peak LR,
 so every coefficient is "per unit of peak LR" and transfers between runs with different peak
-LRs):
+LRs). Three laws share one form, ``L(t) = L0 + A * S1(t)**-alpha - amp * F(t)``, S1 the LR
+area (steps at peak LR) and F an annealing feature that is zero until the LR falls:
 
-* ``tissue`` (default; Tissue et al. 2024, "Scaling law with learning rate annealing"):
-  ``L(t) = L0 + A * S1(t)**-alpha - C * S2(t)``, S1 the LR area (steps at peak LR) and S2
-  the momentum-weighted annealing area (``schedule.annealing_area``, momentum 0.999).
-* ``multipower`` (Luo et al. 2025, the multi-power law):
-  ``L(t) = L0 + A * S1(t)**-alpha - B * LD(t)`` with
-  ``LD(t) = sum_k (u[k-1] - u[k]) * (1 - (1 + C u[k]**-gamma (S1(t) - S1(k)))**-beta)``.
+* ``convex_bound`` (default): F = dV, how much the schedule lowers the variance term of the
+  last-iterate bound of SGD (Schaipp et al. 2025, "The surprising agreement between convex
+  optimization theory and learning-rate scheduling for large model training"; Defazio et al.
+  2023) below that of holding the peak LR (``schedule.convex_bound``). It has no time scale
+  to choose, and when the LR is zero the iterate, and F, stand still. Measured on the
+  development curves (../shared/data, full-curve fits): residuals about half those of the
+  Tissue law on the multipower WSD and two-stage runs, alpha 0.47-0.52 on every curve, and
+  an amplitude that varies 2-3x across the two sets against 5x for Tissue's C.
+* ``tissue`` (Tissue et al. 2024, "Scaling law with learning rate annealing"): F = S2, the
+  momentum-weighted annealing area (``schedule.annealing_area``, momentum 0.999).
+* ``multipower`` (Luo et al. 2025): F = LD(t), the multi-power law's loss-drop sum.
 
-Both are linear in (L0, A, amplitude) for a given alpha, which the fitter exploits: a profile
-over alpha, with Gaussian priors, solved in closed form per alpha.
+All are linear in (L0, A, amp) for a given alpha: the fitter profiles alpha on a grid and
+solves the rest in closed form (every alpha at once), under bounds L0, A, amp >= 0 and a cap:
+the annealing removes at most ``ANNEAL_MAX_SHARE`` of the reducible loss ``A * S1**-alpha``,
+so a fit that reports ok never forecasts a loss below ``L0 >= 0`` (nor a negative one).
 
 Identifiability and priors
 --------------------------
-Before the LR has fallen, the data say nothing about the annealing amplitude (C or B). The
-fit then leans on a prior and says so in ``diagnostics`` ("annealing term not identifiable
-yet"), and the interval carries the prior's spread. The default prior is a *ratio*: the
-loss the schedule's annealing removes by the horizon T is about ``kappa = 0.4`` (sd 50%)
-times the share of the peak LR removed by then, times the power-law part still left at T,
-``A * S1(T)**-alpha``. Measured on the development curves (../shared/data, full-curve Tissue
-fits, per unit of LR removed): 0.31-0.48 for WSD-style and linear-to-zero decays on both the
-multipower LMs and the modded-nanogpt GPT-2 runs, 0.2-0.42 for the two-stage drops, 0.4-1.0
-for cosine. A plain prior on C does not transfer: C (momentum 0.999) is 1.0e-4..1.5e-4 on
-every multipower curve but 3e-4..8e-4 on the shorter modded-nanogpt runs. The ratio is the
-shape prior in the spirit of Schaipp et al. 2025: with a tuned peak LR, the convex bound's
-variance term (what annealing removes) is a fixed share of the suboptimality left, whatever
-the recipe. Where the ratio and the absolute reading (C = 1.25e-4) disagree - long runs,
-where little power-law loss is left but annealing still removes ~0.1 nats - the prior's sd is
-widened until the absolute reading sits at its 90% edge.
+Before the LR has fallen, the data say nothing about the annealing amplitude. The fit then
+leans on a prior and says so in ``diagnostics`` ("annealing term not identifiable yet"),
+and the interval carries the prior's spread. The prior is a *ratio*: the loss the schedule's
+annealing removes by the horizon T is ``kappa = 0.4`` (sd 50%) times the share of the peak
+LR removed by then, times the power-law part still left at T, ``A * S1(T)**-alpha``. Its sd
+is widened until a second reading sits at its 90% edge: the same share computed from the
+convex bound alone (``convex_ratio``: the bound at T for this schedule against holding the
+peak, with D/G set so that the peak LR is the schedule's optimal base LR). Per unit of LR
+removed, full-curve fits of the development curves give 0.39-0.40 (modded-nanogpt linear
+decays to zero), 0.42-0.46 (multipower WSD), 0.48-0.51 (cosine), 0.34-0.47 (two-stage); the
+bound reads 0.41, 0.44-0.46, 0.63-0.66 and 0.36-0.54: the rule is the better predictor
+(mean |log error| 0.10 against 0.16), the bound widens the prior where they disagree.
 
-The exponent has a prior alpha ~ N(0.5, 0.1) (full-curve fits: 0.42-0.63 on all development
-curves): on short prefixes the data cannot tell L0 and alpha apart.
+The exponent has a prior alpha ~ N(0.5, 0.05) (``ALPHA_PRIOR``): on short prefixes the data
+cannot tell L0 and alpha apart. The noise scale comes from the law's own residuals at a fit
+without the annealing prior, so an anneal the data do show outweighs the prior.
 
 ``prior=`` takes an earlier CurveFit of the same recipe (or its ``to_dict()``, or a list of
 them): it lends alpha and, when its own annealing term was identified, the amplitude itself
 (and, for multipower, the shape C, beta, gamma), as tight priors.
+
+Compact fits
+------------
+``CurveFit.context`` keeps the schedule as a piecewise-linear list of knots (exact for
+piecewise-linear schedules, within ``SCHEDULE_TOLERANCE`` of the peak LR elsewhere: a cosine
+over any number of steps needs ~800 knots), and the fit itself runs on that same schedule,
+so a fit forecasts the same before and after a JSON round trip. Dicts written by older
+versions (``context = {"lr": [...]}``, one LR per step) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import OrderedDict
@@ -57,18 +72,23 @@ from .errors import InvalidInputError
 from .laws import LAWS, Law, register_law
 
 # ----------------------------------------------------------------------------- defaults
-ALPHA_PRIOR = (0.5, 0.1)
-"""Gaussian prior (mean, sd) on alpha of the schedule-aware laws (see the module docstring)."""
+ALPHA_PRIOR = (0.5, 0.05)
+"""Gaussian prior (mean, sd) on alpha of the schedule-aware laws. Full-curve convex_bound
+fits: 0.480-0.508 on the 14 decaying multipower curves (mean 0.496), 0.500-0.502 on the three
+modded-nanogpt records (benchmarks/schedule_calibration.py --measure); the sd is 6x the
+multipower spread, room for other recipes (Tissue-law fits of the same curves: 0.41-0.52)."""
 
 ANNEAL_RATIO_PRIOR = (0.4, 0.5)
 """Prior on kappa, the annealing drop at the horizon over (share of the peak LR removed by
-then) x (power-law part left there, A * S1(T)**-alpha): (mean, relative sd)."""
+then) x (power-law part left there, A * S1(T)**-alpha): (mean, relative sd). Full-curve
+convex_bound fits: 0.34-0.51 on multipower (geometric mean 0.44), 0.39-0.40 on
+modded-nanogpt; log sd 0.10 over both."""
 
-ANNEAL_C_ALTERNATIVE = 1.25e-4
-"""The other reading of the development curves: the Tissue coefficient C (momentum 0.999, LR /
-peak, nats) is 1.0e-4..1.5e-4 on every multipower curve, whatever the length. Where the
-ratio prior and this absolute one disagree (long runs, where the power-law part left is small),
-the prior's sd is widened until this alternative sits at its 90% edge."""
+ANNEAL_MAX_SHARE = 0.9
+"""The annealing term never removes more than this share of the power-law part
+A * S1(t)**-alpha at any step up to the horizon (the loss the LR's noise adds sits on top of
+L0, so removing it cannot reach below L0). Measured shares at the horizon on the
+development curves: 0.15-0.48; the convex bound with a well-tuned LR gives at most ~0.6."""
 
 MULTIPOWER_SHAPE = {"C": 0.11, "beta": 0.59, "gamma": 0.64}
 """Multi-power shape relative to the peak LR: Luo et al. 2025's published 25M fit
@@ -86,46 +106,150 @@ ANNEAL_SEEN_MIN = 0.05
 """The annealing term counts as identifiable once the fitted steps hold this share of the
 schedule's annealing feature at the horizon (below it, it comes from the prior)."""
 
-CALIBRATION = {"k": 1.0, "gamma": 1.0, "k_spread": 0.8, "floor": 0.001, "k_fallback": 0.002}
-"""Interval calibration (``curve.interval_terms``), fixed on the 38 development curves with a
-known schedule at 10/25/50% seen: the posterior spread (parameters, alpha, prior) times
-``k_spread``, a floor of 0.1% and 0.2% per unit of log-step extrapolation (the power law in
-the LR area is itself only an approximation). In-sample coverage of the 90% interval: 92%,
-89%, 95% (see benchmarks/extrapolation.py)."""
+INTERVAL_UNIT = {"k": 1.0, "gamma": 1.0, "k_spread": 1.0, "floor": 0.001, "k_fallback": 0.002}
+"""The interval's sd at multiplier 1 (``curve.interval_terms``): the posterior spread of the
+forecast (parameters, alpha, prior), a floor of 0.1% and 0.2% per unit of log-step
+extrapolation (the power law in the LR area is itself only an approximation), added in
+quadrature. Each fit stores this scaled by a calibrated multiplier."""
+
+
+def _scaled(multiplier: float) -> dict:
+    return {**INTERVAL_UNIT, "k_spread": multiplier, "floor": multiplier * INTERVAL_UNIT["floor"],
+            "k_fallback": multiplier * INTERVAL_UNIT["k_fallback"]}
+
+
+CALIBRATION = _scaled(1.10)
+"""Interval of fits with the default priors: split-conformal multiplier of ``INTERVAL_UNIT``
+(benchmarks/schedule_calibration.py): the 90% quantile of |log(forecast / truth)| / (z sd)
+over the development cases (multipower and modded-nanogpt, 10/25/50% seen), every
+independent curve weighted once per fraction. Leave-one-group-out coverage 88%; from
+multipower alone 0.80 (coverage on modded-nanogpt 95%), from modded-nanogpt alone 1.16
+(coverage on multipower 92%)."""
+
+CALIBRATION_REFERENCE = _scaled(0.60)
+"""Interval of fits whose annealing amplitude a reference run lent: the same procedure on the
+benchmark's multipower reference protocol (14 runs; leave-one-run-out coverage 88%)."""
 
 REFERENCE_AMP_SD = 0.15
-"""Least relative sd of an amplitude lent by a reference run: C varies by +-10-15% across the
-schedules of one recipe (multipower 25M: 1.0-1.4e-4; 100M: 1.2-1.5e-4)."""
+"""Least relative sd of an amplitude lent by a reference run: across the schedules of one
+multipower recipe the convex_bound amplitude differs from the cosine_24000 run's by 14-15%
+rms (-3..+13%, and -31% for the 72,000-step cosine); Tissue's C by a similar amount."""
 
 REFERENCE_ALPHA_SD = 0.03
 """Least sd of an alpha lent by a reference run."""
 
-SCHEDULE_LAWS = ("tissue", "multipower")
+SCHEDULE_TOLERANCE = 1e-6
+"""Largest error of the stored (piecewise-linear) schedule, as a share of the peak LR."""
+
+SCHEDULE_LAWS = ("convex_bound", "tissue", "multipower")
+"""The schedule-aware laws; the first is the default."""
+
+_AMP_NAME = {"convex_bound": "C", "tissue": "C", "multipower": "B"}
+
+
+# ----------------------------------------------------------------------------- schedules
+_CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
+_CACHE_SIZE = {"features": 4, "compress": 8, "expand": 8}
+"""Schedules kept per kind (a million-step schedule's features take ~80 MB)."""
+
+
+def _cached(key: tuple, make):
+    """make() cached under key (key[0]: the kind); keyed by content digests, never by id."""
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    value = make()
+    _CACHE[key] = value
+    kind = [k for k in _CACHE if k[0] == key[0]]
+    for old in kind[: max(len(kind) - _CACHE_SIZE[key[0]], 0)]:
+        del _CACHE[old]
+    return value
+
+
+def _digest(*arrays: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a, dtype=float)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+MAX_KNOTS = 20000
+"""A schedule that needs more knots than this (noise on the LR, thousands of restarts) is
+stored as it is, one LR per step."""
+
+
+def compress_schedule(lr, tolerance: float = SCHEDULE_TOLERANCE) -> tuple[np.ndarray, np.ndarray] | None:
+    """Knots (steps, LRs) whose linear interpolation stays within ``tolerance * peak`` of
+    ``lr`` at every step, or None when that needs more than ``MAX_KNOTS``: the corners of a
+    piecewise-linear schedule, a few hundred for a cosine of any length. Douglas-Peucker
+    splitting, every segment of a level at once: O(T) per level, ~log2(knots) levels."""
+    lr = np.asarray(lr, dtype=float)
+    n = lr.size
+    tol = tolerance * float(np.max(np.abs(lr)) or 1.0)
+    idx = np.arange(n, dtype=float)
+    knots = np.array([0, n - 1], dtype=np.int64)
+    while True:
+        err = np.abs(lr - np.interp(idx, knots, lr[knots]))
+        seg_max = np.maximum.reduceat(err, knots[:-1])
+        bad = np.flatnonzero(seg_max > tol)
+        if bad.size == 0:
+            return knots, lr[knots]
+        if knots.size + bad.size > MAX_KNOTS:
+            return None
+        new = [knots[i] + int(np.argmax(err[knots[i]:knots[i + 1]])) for i in bad]
+        knots = np.union1d(knots, np.asarray(new, dtype=np.int64))
+
+
+def expand_schedule(steps, values, horizon: int) -> np.ndarray:
+    """The LR at every step 0..horizon from knots (inverse of ``compress_schedule``)."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    return np.interp(np.arange(int(horizon) + 1, dtype=float), steps, values)
+
+
+def _schedule_context(lr_arr: np.ndarray) -> tuple[dict, np.ndarray]:
+    """(context to store, the schedule the fit runs on): knots, and their expansion."""
+    def make():
+        knots = compress_schedule(lr_arr)
+        if knots is None:
+            return None, None, lr_arr
+        return knots[0], knots[1], expand_schedule(knots[0], knots[1], lr_arr.size - 1)
+
+    steps, values, used = _cached(("compress", _digest(lr_arr)), make)
+    if steps is None:
+        return {"horizon": int(lr_arr.size - 1), "lr": lr_arr.tolist()}, used
+    context = {"horizon": int(lr_arr.size - 1), "lr_knots": {"step": steps.tolist(), "lr": values.tolist()},
+               "lr_tolerance": SCHEDULE_TOLERANCE}
+    return context, used
+
+
+def _ctx_lr(context) -> np.ndarray:
+    """The LR at every step 0..horizon stored in a fit's context (knots or, older, a list)."""
+    if context:
+        if context.get("lr") is not None:
+            return np.asarray(context["lr"], dtype=float)
+        knots = context.get("lr_knots")
+        if knots is not None:
+            steps = np.asarray(knots["step"], dtype=float)
+            values = np.asarray(knots["lr"], dtype=float)
+            horizon = int(context.get("horizon", steps[-1]))
+            return _cached(("expand", _digest(steps, values), horizon),
+                           lambda: expand_schedule(steps, values, horizon))
+    raise InvalidInputError("schedule-aware laws need the schedule in context (lr_knots or lr)")
 
 
 # ----------------------------------------------------------------------------- features
-_FEATURE_CACHE: "OrderedDict[tuple, dict]" = OrderedDict()
-
-
-def _lr_key(lr: np.ndarray) -> tuple:
-    stride = max(1, lr.size // 257)
-    return (lr.size, float(lr.sum()), lr[::stride].tobytes())
-
-
 def _features(lr: np.ndarray) -> dict:
     """Peak-normalised schedule features of one LR array (cached: fits and forecasts reuse them)."""
-    key = _lr_key(lr)
-    hit = _FEATURE_CACHE.get(key)
-    if hit is not None:
-        _FEATURE_CACHE.move_to_end(key)
-        return hit
-    u, peak = sch.peak_normalized(lr)
-    feat = {"u": u, "peak": peak, "S1": sch.lr_area(u), "warmup_end": sch.warmup_end(u),
-            "horizon": u.size - 1}
-    _FEATURE_CACHE[key] = feat
-    while len(_FEATURE_CACHE) > 8:
-        _FEATURE_CACHE.popitem(last=False)
-    return feat
+    def make():
+        u, peak = sch.peak_normalized(lr)
+        return {"u": u, "peak": peak, "S1": sch.lr_area(u), "warmup_end": sch.warmup_end(u),
+                "horizon": u.size - 1}
+
+    return _cached(("features", _digest(lr)), make)
 
 
 def _s2(feat: dict, momentum: float) -> np.ndarray:
@@ -135,24 +259,68 @@ def _s2(feat: dict, momentum: float) -> np.ndarray:
     return feat[key]
 
 
-def _ld_at(feat: dict, shape: dict, x) -> np.ndarray:
-    """Unit multi-power drop at (possibly fractional) steps x; NaN beyond the schedule.
+def _bound_sums(feat: dict, held: bool) -> sch.BoundSums:
+    """Bound prefix sums of the schedule, or (held=True) of the schedule held at its peak
+    after the warm-up: the reference the annealing is measured against."""
+    key = "bsum_held" if held else "bsum"
+    if key not in feat:
+        u = feat["u"]
+        if held:
+            u = u.copy()
+            u[feat["warmup_end"]:] = 1.0
+        feat[key] = sch.bound_sums(u)
+    return feat[key]
 
-    Evaluated only where asked (linear between the two neighbouring steps), never on the
-    whole horizon: a million-step schedule costs what its few requested steps cost.
-    """
-    if "chunks" not in feat:
-        feat["chunks"] = sch.drop_chunks(feat["u"])
+
+def _at_steps(feat: dict, x, values_at) -> np.ndarray:
+    """A feature defined at integer steps, at (possibly fractional) steps x: linear between
+    neighbours, NaN beyond the schedule; evaluated only at the steps asked for."""
     x = np.asarray(x, dtype=float)
     inside = (x >= 0) & (x <= feat["horizon"])
     xc = np.where(inside, x, 0.0)
     lo = np.floor(xc).astype(np.int64)
     hi = np.minimum(lo + 1, feat["horizon"])
     steps, inv = np.unique(np.concatenate([lo.ravel(), hi.ravel()]), return_inverse=True)
-    vals = sch.multipower_drop(feat["chunks"], steps, shape["C"], shape["beta"], shape["gamma"])[inv]
+    vals = values_at(steps)[inv]
     v_lo, v_hi = vals[: lo.size].reshape(x.shape), vals[lo.size:].reshape(x.shape)
     out = v_lo + (xc - lo) * (v_hi - v_lo)
     return np.where(inside, out, np.nan)
+
+
+def _dv_at(feat: dict, x) -> np.ndarray:
+    """convex_bound's annealing feature: variance term held at the peak minus the schedule's
+    (zero during the warm-up; never negative: just after an abrupt drop the bound spikes, an
+    artefact of the proof, not a loss that rises). Values are memoised per step: a forecast
+    mixture evaluates every member at the same steps."""
+    def compute(steps):
+        s = np.maximum(steps, 1)
+        _, v = sch.convex_bound(_bound_sums(feat, False), s)
+        _, v_held = sch.convex_bound(_bound_sums(feat, True), s)
+        return np.maximum(v_held - v, 0.0) * (steps > feat["warmup_end"])
+
+    def values_at(steps):
+        known_s, known_v = feat.get("dv_memo", (np.zeros(0, np.int64), np.zeros(0)))
+        pos = np.minimum(np.searchsorted(known_s, steps), max(known_s.size - 1, 0))
+        hit = (known_s.size > 0) & (known_s[pos] == steps) if known_s.size else np.zeros(steps.size, bool)
+        out = np.empty(steps.size)
+        out[hit] = known_v[pos[hit]]
+        if (~hit).any():
+            new_s = steps[~hit]
+            out[~hit] = compute(new_s)
+            all_s = np.concatenate([known_s, new_s])
+            order = np.argsort(all_s, kind="stable")
+            feat["dv_memo"] = (all_s[order], np.concatenate([known_v, out[~hit]])[order])
+        return out
+
+    return _at_steps(feat, x, values_at)
+
+
+def _ld_at(feat: dict, shape: dict, x) -> np.ndarray:
+    """Unit multi-power drop at (possibly fractional) steps x; NaN beyond the schedule."""
+    if "chunks" not in feat:
+        feat["chunks"] = sch.drop_chunks(feat["u"])
+    return _at_steps(feat, x, lambda s: sch.multipower_drop(feat["chunks"], s, shape["C"], shape["beta"],
+                                                            shape["gamma"]))
 
 
 def _at(arr: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -163,73 +331,99 @@ def _at(arr: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.where((x >= 0) & (x <= arr.size - 2), out, np.nan)
 
 
-def _ctx_lr(context) -> np.ndarray:
-    if not context or context.get("lr") is None:
-        raise InvalidInputError("schedule-aware laws need context={'lr': [...]} (LR at every step)")
-    return np.asarray(context["lr"], dtype=float)
+def convex_ratio(lr, alpha: float = 1.0) -> float:
+    """Share of the excess loss at the horizon that the schedule's decay removes, by the
+    convex bound: 1 - bound(schedule) / bound(peak held), with D/G set so that the peak LR is
+    the schedule's optimal base LR and the bound's bias term falling as S1**-alpha (alpha = 1:
+    the theorem itself). 0 for a schedule that never decays."""
+    return _convex_ratio(_features(sch.as_schedule(lr)), alpha)
+
+
+def _convex_ratio(feat: dict, alpha: float = 1.0) -> float:
+    T = feat["horizon"]
+    if "cvxT" not in feat:
+        steps = np.array([T])
+        _, v = sch.convex_bound(_bound_sums(feat, False), steps)
+        _, v_held = sch.convex_bound(_bound_sums(feat, True), steps)
+        held = _bound_sums(feat, True)
+        feat["cvxT"] = (float(v[0]), float(v_held[0]), float(feat["S1"][T]), float(held.P[held.count[T]]))
+    v, v_held, S1, S1_held = feat["cvxT"]
+    if not (v > 0 and S1 > 0 and S1_held > 0):
+        return 0.0
+    bound = v / alpha + v  # at the optimal base LR the bias term is variance / alpha
+    bound_held = v / alpha * (S1_held / S1) ** -alpha + v_held
+    return float(min(max(1.0 - bound / bound_held, 0.0), 1.0))
 
 
 # ----------------------------------------------------------------------------- the laws
-def _powerlaw(S1x: np.ndarray, alpha: float) -> np.ndarray:
+def _powerlaw(S1x: np.ndarray, alpha) -> np.ndarray:
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         return np.where(S1x > 0, np.exp(-alpha * np.log(np.maximum(S1x, 1e-300))), np.nan)
 
 
-def _tissue_eval(x, p, context=None):
-    feat = _features(_ctx_lr(context))
-    S1x = _at(feat["S1"], x)
-    S2x = _at(_s2(feat, p.get("momentum", sch.DEFAULT_ANNEAL_MOMENTUM)), x)
-    return p["L0"] + p["A"] * _powerlaw(S1x, p["alpha"]) - p["C"] * S2x
+def _anneal_at(law: str, feat: dict, params: dict, x) -> np.ndarray:
+    if law == "convex_bound":
+        return _dv_at(feat, x)
+    if law == "tissue":
+        return _at(_s2(feat, params.get("momentum", sch.DEFAULT_ANNEAL_MOMENTUM)), x)
+    return _ld_at(feat, params, x)
 
 
-def _tissue_basis(xn, theta, context=None):
-    (alpha,) = theta
-    feat = _features(_ctx_lr(context))
-    return [1.0, _powerlaw(_at(feat["S1"], xn), alpha),
-            -_at(_s2(feat, sch.DEFAULT_ANNEAL_MOMENTUM), xn)]
+def _make_eval(law: str):
+    amp = _AMP_NAME[law]
+
+    def evaluate(x, p, context=None):
+        feat = _features(_ctx_lr(context))
+        S1x = _at(feat["S1"], x)
+        return p["L0"] + p["A"] * _powerlaw(S1x, p["alpha"]) - p[amp] * _anneal_at(law, feat, p, x)
+
+    return evaluate
 
 
-def _tissue_params(coef, theta, x_scale):
-    L0, A, C = coef
-    return {"L0": float(L0), "A": float(A), "alpha": float(theta[0]), "C": float(C),
-            "momentum": sch.DEFAULT_ANNEAL_MOMENTUM}
+def _make_basis(law: str):
+    def basis(xn, theta, context=None):
+        (alpha,) = theta
+        feat = _features(_ctx_lr(context))
+        shape = {"momentum": sch.DEFAULT_ANNEAL_MOMENTUM, **MULTIPOWER_SHAPE}
+        return [1.0, _powerlaw(_at(feat["S1"], xn), alpha), -_anneal_at(law, feat, shape, xn)]
+
+    return basis
 
 
-def _mp_eval(x, p, context=None):
-    feat = _features(_ctx_lr(context))
-    S1x = _at(feat["S1"], x)
-    LDx = _ld_at(feat, p, x)
-    return p["L0"] + p["A"] * _powerlaw(S1x, p["alpha"]) - p["B"] * LDx
+def _make_params(law: str):
+    def to_params(coef, theta, x_scale):
+        L0, A, amp = (float(c) for c in coef)
+        p = {"L0": L0, "A": A, "alpha": float(theta[0]), _AMP_NAME[law]: amp}
+        if law == "tissue":
+            p["momentum"] = sch.DEFAULT_ANNEAL_MOMENTUM
+        elif law == "multipower":
+            p.update(MULTIPOWER_SHAPE)
+        return p
+
+    return to_params
 
 
-def _mp_basis(xn, theta, context=None):
-    (alpha,) = theta
-    feat = _features(_ctx_lr(context))
-    return [1.0, _powerlaw(_at(feat["S1"], xn), alpha), -_ld_at(feat, MULTIPOWER_SHAPE, xn)]
-
-
-def _mp_params(coef, theta, x_scale):
-    L0, A, B = coef
-    return {"L0": float(L0), "A": float(A), "alpha": float(theta[0]), "B": float(B), **MULTIPOWER_SHAPE}
+_FORMULAS = {
+    "convex_bound": ("L0 + A * S1(t)**-alpha - C * dV(t)  (S1: LR area; dV: drop of the convex "
+                     "bound's variance term below holding the peak LR; LR / peak)",
+                     ("L0", "A", "alpha", "C")),
+    "tissue": ("L0 + A * S1(t)**-alpha - C * S2(t)  (S1: LR area, S2: annealing area; LR / peak)",
+               ("L0", "A", "alpha", "C", "momentum")),
+    "multipower": ("L0 + A * S1(t)**-alpha - B * LD(t; C, beta, gamma)  (LR / peak)",
+                   ("L0", "A", "alpha", "B", "C", "beta", "gamma")),
+}
 
 
 def _register() -> None:
-    common = dict(linear_lower=(0.0, 0.0, 0.0), nonlinear=("alpha",), bounds=((0.05, 1.5),),
-                  starts=((0.5,),), asymptote=None, decreasing=False, uses_context=True,
-                  default_prior={"alpha": ALPHA_PRIOR})
-    laws = [
-        Law(name="tissue",
-            formula="L0 + A * S1(t)**-alpha - C * S2(t)  (S1: LR area, S2: annealing area; LR / peak)",
-            param_names=("L0", "A", "alpha", "C", "momentum"), evaluate=_tissue_eval,
-            linear=("L0", "A", "C"), basis=_tissue_basis, to_params=_tissue_params, **common),
-        Law(name="multipower",
-            formula="L0 + A * S1(t)**-alpha - B * LD(t; C, beta, gamma)  (LR / peak)",
-            param_names=("L0", "A", "alpha", "B", "C", "beta", "gamma"), evaluate=_mp_eval,
-            linear=("L0", "A", "B"), basis=_mp_basis, to_params=_mp_params, **common),
-    ]
-    for law in laws:
-        if law.name not in LAWS:
-            register_law(law)
+    for name in SCHEDULE_LAWS:
+        if name in LAWS:
+            continue
+        formula, param_names = _FORMULAS[name]
+        register_law(Law(
+            name=name, formula=formula, param_names=param_names, evaluate=_make_eval(name),
+            linear=("L0", "A", _AMP_NAME[name]), basis=_make_basis(name), to_params=_make_params(name),
+            linear_lower=(0.0, 0.0, 0.0), nonlinear=("alpha",), bounds=((0.05, 1.5),), starts=((0.5,),),
+            asymptote=None, decreasing=False, uses_context=True, default_prior={"alpha": ALPHA_PRIOR}))
 
 
 _register()
@@ -244,8 +438,8 @@ class _Priors:
     momentum: float
     shape: dict[str, float]
     source: str
-    drop_fraction: float = 1.0  # share of the peak LR removed by the horizon (set per fit)
-    alt_drop: float = 0.0  # annealing drop at the horizon under ANNEAL_C_ALTERNATIVE (nats)
+    ratio: float = 0.0  # prior share of the power-law part the annealing removes by T (set per fit)
+    ratio_alt: float = 0.0  # the convex bound's reading of that share (set per fit)
 
 
 def _as_fit_dicts(prior) -> list[dict] | None:
@@ -302,7 +496,7 @@ def _resolve_priors(prior, law_name: str, momentum: float | None) -> tuple[_Prio
                     pri.alpha = _pair(name, spec)
                 elif name == "kappa":
                     pri.kappa = _pair(name, spec)
-                elif (name == "C" and law_name == "tissue") or (name == "B" and law_name == "multipower"):
+                elif name == _AMP_NAME[law_name]:
                     pri.amp = _pair(name, spec)
                     pri.kappa = None
             pri.source = "user"
@@ -311,8 +505,9 @@ def _resolve_priors(prior, law_name: str, momentum: float | None) -> tuple[_Prio
         _bad_prior()
     ref_laws = {r["law"] for r in refs if r.get("law") in SCHEDULE_LAWS}
     if not ref_laws:
-        raise InvalidInputError("a reference prior must be a schedule-aware fit (law tissue or multipower)")
-    law = law_name if law_name in ref_laws else sorted(ref_laws)[0]
+        raise InvalidInputError(
+            f"a reference prior must be a schedule-aware fit (law {', '.join(SCHEDULE_LAWS)})")
+    law = law_name if law_name in ref_laws else next(n for n in SCHEDULE_LAWS if n in ref_laws)
     alphas, amps = [], []
     for r in refs:
         if r.get("law") != law:
@@ -321,13 +516,13 @@ def _resolve_priors(prior, law_name: str, momentum: float | None) -> tuple[_Prio
         post = (r.get("diagnostics") or {}).get("posterior_sd") or {}
         anneal = (r.get("diagnostics") or {}).get("anneal") or {}
         alphas.append((float(p["alpha"]), max(float(post.get("alpha") or 0.0), REFERENCE_ALPHA_SD)))
-        amp_name = "C" if law == "tissue" else "B"
+        amp_name = _AMP_NAME[law]
         if anneal.get("identifiable"):
             a = float(p[amp_name])
             amps.append((a, max(float(post.get(amp_name) or 0.0), REFERENCE_AMP_SD * abs(a), 1e-12)))
             if law == "tissue":
                 mom = float(p.get("momentum", mom))
-            else:
+            elif law == "multipower":
                 pri.shape = {k: float(p[k]) for k in ("C", "beta", "gamma")}
     pri.alpha = _combine(alphas)
     if amps:
@@ -343,119 +538,180 @@ ALPHA_GRID = np.linspace(0.05, 1.5, 146)
 
 
 @dataclass
-class _Solution:
-    alpha: float
-    coef: np.ndarray  # L0, A, amplitude
-    cov: np.ndarray  # posterior covariance of coef given alpha (k-scaled data term)
-    objective: float  # -2 log posterior (up to a constant)
-    log_evidence: float  # -objective/2 - log det(G)/2 : Laplace weight of this alpha
+class _Problem:
+    """The fitted points of one law, and what the solver needs at the horizon.
+
+    S1, F: LR area and annealing feature at the points; FT: feature at the horizon; S1T: LR
+    area at the horizon; cap_S1, cap_F: steps (LR area, feature) where the annealing cap is
+    checked (the worst of them binds).
+    """
+
+    S1: np.ndarray
+    F: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    S1T: float
+    FT: float
+    cap_S1: np.ndarray
+    cap_F: np.ndarray
+    has_anneal: bool
+
+    def subset(self, mask: np.ndarray) -> "_Problem":
+        return _Problem(self.S1[mask], self.F[mask], self.y[mask], self.w[mask], self.S1T, self.FT,
+                        self.cap_S1, self.cap_F, self.has_anneal)
 
 
-def _solve_alpha(alpha, S1pts, F, y, w, sig2, k, S1T, FT, pri: _Priors, has_anneal: bool):
-    """MAP (L0, A, amp) for one alpha with bounds A >= 0, amp >= 0; None if infeasible."""
-    X = np.column_stack([np.ones_like(y), _powerlaw(S1pts, alpha), -F])
-    Xw = X * (w * k / sig2)[:, None]
-    G0 = X.T @ Xw
-    b0 = Xw.T @ y
-    XT = float(_powerlaw(np.array([S1T]), alpha)[0])
-    G = G0.copy()
-    b = b0.copy()
-    prior_rows: list[tuple[np.ndarray, float, float]] = []  # (row, target, sd)
-    if not has_anneal:
-        G[2, 2] += 1e12  # no LR drop anywhere in the horizon: amplitude pinned at 0
-    elif pri.amp is not None:
-        prior_rows.append((np.array([0.0, 0.0, 1.0]), pri.amp[0], pri.amp[1]))
-    elif pri.kappa is not None:
-        # amp * F(T) ~ kappa * (LR fraction removed) * A * S1(T)^-alpha; sd: kappa's own spread,
-        # widened until the absolute alternative (C0 per peak-LR step) lies at the 90% edge
-        A_guess = max(np.linalg.lstsq(X[:, :2] * np.sqrt(w)[:, None], y * np.sqrt(w), rcond=None)[0][1], 0.0)
-        ratio = pri.kappa[0] * pri.drop_fraction
-        center = ratio * A_guess * XT
-        sd = math.hypot(pri.kappa[1] * center, (pri.alt_drop - center) / 1.645)
-        prior_rows.append((np.array([0.0, -ratio * XT, FT]), 0.0, max(sd, 1e-6)))
-    for row, target, sd in prior_rows:
-        G += np.outer(row, row) / sd**2
-        b += row * target / sd**2
-    best = None
-    # every coefficient is >= 0 (a loss floor, a falling power law, an annealing that lowers
-    # the loss): active sets, the unconstrained one first
-    for free in ((0, 1, 2), (0, 1), (0, 2), (1, 2), (0,), (1,), (2,)):
-        idx = list(free)
-        coef = np.zeros(3)
-        try:
-            coef[idx] = np.linalg.solve(G[np.ix_(idx, idx)], b[idx])
-        except np.linalg.LinAlgError:
-            continue
-        if np.any(coef < -1e-12) or coef[0] + coef[1] * XT - coef[2] * FT <= 0:
-            continue  # infeasible, or a forecast at the horizon that is not a loss
-        r = y - X @ coef
-        obj = float(np.sum(w * r * r) * k / sig2)
-        for row, target, sd in prior_rows:
-            obj += float((row @ coef - target) / sd) ** 2
-        if best is None or obj < best[1]:
-            best = (coef, obj, idx)
-        if len(idx) == 3:
-            break  # the unconstrained solution is feasible: it is the optimum
-    if best is None:
-        return None
-    coef, obj, idx = best
-    obj += ((alpha - pri.alpha[0]) / pri.alpha[1]) ** 2
-    cov = np.zeros((3, 3))
-    try:
-        Gi = np.linalg.inv(G[np.ix_(idx, idx)])
-        cov[np.ix_(idx, idx)] = Gi
-        sign, logdet = np.linalg.slogdet(G[np.ix_(idx, idx)])
-    except np.linalg.LinAlgError:
-        logdet = 0.0
-    return _Solution(float(alpha), coef, cov, obj, -0.5 * obj - 0.5 * float(logdet))
+@dataclass
+class _Profile:
+    """MAP of (L0, A, amp) for each alpha of a grid (arrays over the grid)."""
 
-
-def _admissible(center: np.ndarray, step: np.ndarray, XT: float, FT: float) -> np.ndarray:
-    """center + step, the step halved (up to 6 times) until the point forecasts a positive
-    loss at the horizon with non-negative L0 and A (sigma points of the interval)."""
-    for _ in range(6):
-        c = center + step
-        if c[0] >= 0 and c[1] >= 0 and c[0] + c[1] * XT - c[2] * FT > 0:
-            return c
-        step = 0.5 * step
-    return center.copy()
-
-
-def _profile(S1pts, F, y, w, sig2, k, S1T, FT, pri, has_anneal, grid=ALPHA_GRID):
-    sols = []
-    for a in grid:
-        s = _solve_alpha(a, S1pts, F, y, w, sig2, k, S1T, FT, pri, has_anneal)
-        if s is not None:
-            sols.append(s)
-    return sols
+    alpha: np.ndarray
+    coef: np.ndarray  # (K, 3)
+    cov: np.ndarray  # (K, 3, 3) posterior covariance given alpha (k-scaled data term)
+    objective: np.ndarray  # -2 log posterior up to a constant; inf where infeasible
+    log_evidence: np.ndarray  # Laplace weight of each alpha
+    XT: np.ndarray  # S1(T)**-alpha
+    cap: np.ndarray  # worst F / S1**-alpha over the cap steps
 
 
 def _robust_sigma(S1pts, y, w) -> float:
     """Noise sd per unit weight from the best plain power-law fit (MAD of weighted residuals)."""
-    best = None
-    sw = np.sqrt(w)
-    for a in ALPHA_GRID[::5]:
-        X = np.column_stack([np.ones_like(y), _powerlaw(S1pts, a)])
-        coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
-        r = (y - X @ coef) * sw
-        sse = float(r @ r)
-        if best is None or sse < best[0]:
-            best = (sse, r)
-    r = best[1]
+    P = _powerlaw(S1pts[None, :], ALPHA_GRID[::5, None])
+    Sw, Sp, Spp = w.sum(), P @ w, (P * P) @ w
+    Sy, Spy = w @ y, P @ (w * y)
+    det = Sw * Spp - Sp * Sp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        A = np.where(det > 0, (Sw * Spy - Sp * Sy) / det, 0.0)
+        L0 = (Sy - A * Sp) / Sw
+    R = (y[None, :] - L0[:, None] - A[:, None] * P) * np.sqrt(w)[None, :]
+    sse = np.where(np.isfinite(R).all(axis=1), np.sum(R * R, axis=1), np.inf)
+    r = R[int(np.argmin(sse))]
     s = 1.4826 * float(np.median(np.abs(r - np.median(r))))
     return max(s, 1e-4 * float(np.median(y)))
 
 
-def _anneal_feature(feat, law, pri: _Priors, x, horizon: int) -> tuple[np.ndarray, float]:
-    """The annealing feature at the fitted steps x and at the horizon."""
-    if law == "tissue":
-        S2 = _s2(feat, pri.momentum)
-        return _at(S2, x), float(S2[horizon])
-    vals = _ld_at(feat, pri.shape, np.append(x, float(horizon)))
-    return vals[:-1], float(vals[-1])
+def _faces(K: int, cap: np.ndarray, has_anneal: bool) -> list[np.ndarray]:
+    """Bases (K, 3, k) of the faces of the feasible cone {L0, A, amp >= 0, amp * cap <=
+    ANNEAL_MAX_SHARE * A} where a constrained minimum can sit (its interior first)."""
+    e = np.eye(3)
+
+    def const(*cols):
+        return np.broadcast_to(np.stack(cols, axis=1), (K, 3, len(cols)))
+
+    capdir = np.stack([np.zeros(K), cap, np.full(K, ANNEAL_MAX_SHARE)], axis=1)  # A * cap = amp / share
+    capdir = capdir / np.linalg.norm(capdir, axis=1, keepdims=True)
+    faces = [const(e[0], e[1]), const(e[1]), const(e[0])]  # amplitude 0
+    if has_anneal:
+        faces = [const(e[0], e[1], e[2]), np.stack([np.broadcast_to(e[0], (K, 3)), capdir], axis=2),
+                 capdir[:, :, None], const(e[1], e[2])] + faces
+    return faces
 
 
-def _search_shape(feat, x, y, w, pri: _Priors, horizon: int):
+def _profile(prob: _Problem, alphas: np.ndarray, sig2: float, k: float, pri: _Priors) -> _Profile:
+    """MAP (L0, A, amp) for every alpha at once, under the bounds and the annealing cap."""
+    alphas = np.asarray(alphas, dtype=float)
+    K = alphas.size
+    y, w, F = prob.y, prob.w, prob.F
+    P = _powerlaw(prob.S1[None, :], alphas[:, None])  # (K, n)
+    XT = _powerlaw(np.array([prob.S1T]), alphas)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cap = np.max(prob.cap_F[None, :] / _powerlaw(prob.cap_S1[None, :], alphas[:, None]), axis=1)
+    cap = np.where(np.isfinite(cap), np.maximum(cap, 0.0), 0.0)
+    W = w * (k / sig2)
+    Sw, Sf, Sff = W.sum(), W @ F, W @ (F * F)
+    Sp, Spp, Spf = P @ W, (P * P) @ W, P @ (W * F)
+    Sy, Spy, Sfy, Syy = W @ y, P @ (W * y), W @ (F * y), W @ (y * y)
+    G = np.empty((K, 3, 3))
+    G[:, 0, 0], G[:, 0, 1], G[:, 0, 2] = Sw, Sp, -Sf
+    G[:, 1, 1], G[:, 1, 2], G[:, 2, 2] = Spp, -Spf, Sff
+    G[:, 1, 0], G[:, 2, 0], G[:, 2, 1] = G[:, 0, 1], G[:, 0, 2], G[:, 1, 2]
+    b = np.stack([np.full(K, Sy), Spy, np.full(K, -Sfy)], axis=1)
+    const = np.full(K, Syy)
+    if prob.has_anneal and pri.amp is not None:
+        G[:, 2, 2] += 1.0 / pri.amp[1] ** 2
+        b[:, 2] += pri.amp[0] / pri.amp[1] ** 2
+        const += (pri.amp[0] / pri.amp[1]) ** 2
+    elif prob.has_anneal and pri.kappa is not None:
+        # amp * F(T) ~ ratio * A * S1(T)**-alpha; sd: kappa's own spread, widened until the
+        # convex bound's reading of the ratio lies at the 90% edge. The scale is the power-law
+        # part left at T by a fit without annealing (A_guess).
+        det = Sw * Spp - Sp * Sp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            A_guess = np.where(det > 0, (Sw * Spy - Sp * Sy) / det, 0.0)
+        A_guess = np.where(np.isfinite(A_guess), np.maximum(A_guess, 0.0), 0.0)
+        rel_sd = math.hypot(pri.kappa[1] * pri.ratio, (pri.ratio_alt - pri.ratio) / 1.645)
+        sd = np.maximum(rel_sd * A_guess * XT, 1e-6)
+        row = np.stack([np.zeros(K), -pri.ratio * XT, np.full(K, prob.FT)], axis=1) / sd[:, None]
+        G += row[:, :, None] * row[:, None, :]
+    best_obj = np.full(K, np.inf)
+    coef = np.zeros((K, 3))
+    cov = np.zeros((K, 3, 3))
+    logdet = np.zeros(K)
+    scale = np.abs(b).max(axis=1) + 1e-300
+    for N in _faces(K, cap, prob.has_anneal):
+        H = np.einsum("kia,kij,kjb->kab", N, G, N)
+        g = np.einsum("kia,ki->ka", N, b)
+        kk = H.shape[1]
+        ridge = 1e-12 * np.trace(H, axis1=1, axis2=2)[:, None, None] * np.eye(kk)
+        with np.errstate(all="ignore"):
+            try:
+                z = np.linalg.solve(H + ridge, g[:, :, None])[:, :, 0]
+                Hi = np.linalg.inv(H + ridge)
+                sign, ld = np.linalg.slogdet(H + ridge)
+            except np.linalg.LinAlgError:
+                continue
+            c = np.einsum("kia,ka->ki", N, z)
+            obj = np.einsum("ki,kij,kj->k", c, G, c) - 2.0 * np.einsum("ki,ki->k", b, c) + const
+            tol = 1e-9 * np.maximum(np.abs(c).max(axis=1), 1e-12)
+            forecast = c[:, 0] + c[:, 1] * XT - c[:, 2] * prob.FT
+            ok = ((c >= -tol[:, None]).all(axis=1) & (ANNEAL_MAX_SHARE * c[:, 1] - c[:, 2] * cap >= -tol)
+                  & (forecast > 0) & np.isfinite(obj) & (sign > 0) & np.isfinite(XT))
+        margin = np.where(np.isfinite(best_obj), 1e-12 * np.abs(best_obj).clip(1.0), 0.0)
+        better = ok & (obj < best_obj - margin)
+        if better.any():
+            c = np.maximum(c, 0.0)
+            best_obj[better] = obj[better]
+            coef[better] = c[better]
+            cov[better] = np.einsum("kia,kab,kjb->kij", N, Hi, N)[better]
+            logdet[better] = ld[better]
+    objective = best_obj + ((alphas - pri.alpha[0]) / pri.alpha[1]) ** 2
+    log_ev = np.where(np.isfinite(objective), -0.5 * objective - 0.5 * logdet, -np.inf)
+    return _Profile(alphas, coef, cov, objective, log_ev, XT, cap)
+
+
+def _model_sigma(prob: _Problem, sig0: float, k: float, pri: _Priors) -> float:
+    """Noise sd per unit weight from the law's own residuals (MAD) at a fit without the
+    annealing prior. The plain power law behind ``sig0`` cannot follow an anneal in the
+    data, and its misfit there would pass for noise and let the prior outweigh the data."""
+    free = _Priors(pri.alpha, None, None, pri.momentum, pri.shape, pri.source)
+    first = _profile(prob, ALPHA_GRID[::5], sig0 * sig0, k, free)
+    i = _map(first)
+    if i is None:
+        return sig0
+    c = first.coef[i]
+    r = (prob.y - c[0] - c[1] * _powerlaw(prob.S1, first.alpha[i]) + c[2] * prob.F) * np.sqrt(prob.w)
+    s = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    return max(min(s, sig0), 1e-4 * float(np.median(prob.y)))
+
+
+def _map(prof: _Profile) -> int | None:
+    if not np.isfinite(prof.objective).any():
+        return None
+    return int(np.argmin(prof.objective))
+
+
+def _anneal_feature(feat, law, pri: _Priors, x, horizon: int):
+    """The annealing feature at the fitted steps x and at the horizon, and the steps (with
+    their LR area and feature values) where the annealing cap is checked."""
+    cap_steps = np.unique(np.r_[np.linspace(0, horizon, 257).round(), horizon]).astype(np.int64)
+    cap_steps = cap_steps[cap_steps > 0]
+    params = {"momentum": pri.momentum, **pri.shape}
+    vals = _anneal_at(law, feat, params, np.concatenate([x, [float(horizon)], cap_steps.astype(float)]))
+    vals = np.nan_to_num(vals)
+    return vals[: x.size], float(vals[x.size]), feat["S1"][cap_steps], vals[x.size + 1:]
+
+
+def _search_shape(feat, prob: _Problem, x, pri: _Priors, horizon: int):
     """Multi-power shape (C, beta, gamma): fitted on a small grid around the published shape
     when the fitted steps hold enough of the annealing to tell shapes apart, else kept."""
     base = dict(pri.shape)
@@ -465,22 +721,19 @@ def _search_shape(feat, x, y, w, pri: _Priors, horizon: int):
     ld0 = sch.multipower_drop(feat["chunks"], t_pts, base["C"], base["beta"], base["gamma"])
     if ld0[-1] <= 0 or ld0[-2] / ld0[-1] < 0.3:
         return base, "published shape (the annealing seen so far cannot tell shapes apart)"
-    S1pts = _at(feat["S1"], x)
-    sig = _robust_sigma(S1pts, y, w)
-    k = min(1.0, N_EFF_CAP / float(w.sum()))
-    S1T = float(feat["S1"][horizon])
+    sig = _robust_sigma(prob.S1, prob.y, prob.w)
+    k = min(1.0, N_EFF_CAP / float(prob.w.sum()))
     best = None
     for cm in (0.3, 1.0, 3.0):
         for bm in (0.6, 1.0, 1.6):
             for dg in (-0.2, 0.0, 0.2):
                 shape = {"C": base["C"] * cm, "beta": base["beta"] * bm, "gamma": base["gamma"] + dg}
                 ld = sch.multipower_drop(feat["chunks"], t_pts, shape["C"], shape["beta"], shape["gamma"])
-                sols = _profile(S1pts, ld[:-1], y, w, sig * sig, k, S1T, float(ld[-1]), pri, True,
-                                grid=ALPHA_GRID[::5])
-                if sols:
-                    obj = min(s.objective for s in sols)
-                    if best is None or obj < best[0]:
-                        best = (obj, shape)
+                trial = _Problem(prob.S1, ld[:-1], prob.y, prob.w, prob.S1T, float(ld[-1]),
+                                 prob.cap_S1[-1:], np.array([float(ld[-1])]), True)
+                obj = np.min(_profile(trial, ALPHA_GRID[::5], sig * sig, k, pri).objective)
+                if np.isfinite(obj) and (best is None or obj < best[0]):
+                    best = (obj, shape)
     if best is None:
         return base, "published shape"
     return best[1], "fitted on a grid around the published shape"
@@ -488,9 +741,24 @@ def _search_shape(feat, x, y, w, pri: _Priors, horizon: int):
 
 def _params(law: str, coef, alpha, pri: _Priors) -> dict[str, float]:
     L0, A, amp = (float(c) for c in coef)
+    p = {"L0": L0, "A": A, "alpha": float(alpha), _AMP_NAME[law]: amp}
     if law == "tissue":
-        return {"L0": L0, "A": A, "alpha": float(alpha), "C": amp, "momentum": float(pri.momentum)}
-    return {"L0": L0, "A": A, "alpha": float(alpha), "B": amp, **{k: float(v) for k, v in pri.shape.items()}}
+        p["momentum"] = float(pri.momentum)
+    elif law == "multipower":
+        p.update({k: float(v) for k, v in pri.shape.items()})
+    return p
+
+
+def _admissible(center: np.ndarray, step: np.ndarray, XT: float, FT: float, cap: float) -> np.ndarray:
+    """center + step, the step halved (up to 6 times) until the point is admissible (L0, A,
+    amp >= 0, annealing within its cap, a positive forecast at the horizon): sigma points."""
+    for _ in range(6):
+        c = center + step
+        if (c.min() >= 0 and ANNEAL_MAX_SHARE * c[1] - c[2] * cap >= 0
+                and c[0] + c[1] * XT - c[2] * FT > 0):
+            return c
+        step = 0.5 * step
+    return center.copy()
 
 
 def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: Sequence[str] | None = None,
@@ -507,11 +775,12 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
             ``len(lr) - 1``.
         prior: None (defaults of this module), an earlier schedule-aware CurveFit of the same
             recipe (or its ``to_dict()``, or a list of them) to lend alpha and the annealing
-            parameters, or ``{name: (mean, sd)}`` for alpha, C (tissue), B (multipower) or
-            kappa (annealing ratio; sd relative).
-        law: "tissue" (default) or "multipower".
+            parameters, or ``{name: (mean, sd)}`` for alpha, the amplitude (C for
+            convex_bound and tissue, B for multipower) or kappa (annealing ratio; sd relative).
+        law: "convex_bound" (default), "tissue" or "multipower".
         anneal_momentum: momentum of the tissue law's annealing area (default 0.999).
-        skip_fraction: fraction of the seen steps, from the start, left out of the fit.
+        skip_fraction: share of the seen steps, from the start, left out of the fit as early
+            transient.
 
     Returns:
         CurveFit whose ``predict(step)`` forecasts any step up to the horizon (NaN beyond);
@@ -523,22 +792,25 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
     if law is None and laws:
         named = [n for n in laws if n in SCHEDULE_LAWS]
         law = named[0] if named else None
-    law = law or "tissue"
+    law = law or SCHEDULE_LAWS[0]
     if law not in SCHEDULE_LAWS:
         raise InvalidInputError(f"law must be one of {SCHEDULE_LAWS} when lr is given, got {law!r}")
-    if not 0.0 <= float(skip_fraction) < 1.0:
+    try:
+        skip_ok = 0.0 <= float(skip_fraction) < 1.0
+    except (TypeError, ValueError):
+        skip_ok = False
+    if not skip_ok:
         raise InvalidInputError(f"skip_fraction must be in [0, 1), got {skip_fraction!r}")
-    lr_arr = sch.as_schedule(lr)
+    lr_in = sch.as_schedule(lr)
     x_arr, y_arr = validate_inputs(steps, loss)
-    horizon = lr_arr.size - 1
+    horizon = lr_in.size - 1
     finite_x = x_arr[np.isfinite(x_arr)]
     if finite_x.size and finite_x.max() > horizon:
         raise InvalidInputError(
-            f"lr must give the LR at every step up to the last loss point: lr has {lr_arr.size} "
+            f"lr must give the LR at every step up to the last loss point: lr has {lr_in.size} "
             f"entries (steps 0..{horizon}) but a loss is given at step {finite_x.max():g}")
     pri, law = _resolve_priors(prior, law, anneal_momentum)
-    feat = _features(lr_arr)
-    if np.all(np.abs(feat["u"] - 1.0) <= 1e-12) and (prior is None or set(prior) <= {"alpha"}):
+    if np.all(lr_in == lr_in[0]) and (prior is None or set(prior) <= {"alpha"}):
         # one LR throughout: the LR area is the step count times a constant, so the
         # schedule adds nothing the LR-agnostic fit (more laws, held-out weighting) lacks
         from .curve import fit_curve
@@ -549,107 +821,121 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
         fit.diagnostics["anneal"] = {"in_schedule": False, "identifiable": False, "seen_fraction": 0.0,
                                      "source": "none: the LR never changes"}
         return fit
-    context = {"lr": lr_arr.tolist()}
+    context, lr_arr = _schedule_context(lr_in)
+    feat = _features(lr_arr)
 
     prep = prepare_points(x_arr, y_arr)
     diag = dict(prep.diagnostics)
     diag["schedule"] = {"horizon": int(horizon), "peak_lr": feat["peak"],
                         "warmup_steps": int(feat["warmup_end"]),
-                        "final_lr_over_peak": float(feat["u"][-1])}
+                        "final_lr_over_peak": float(feat["u"][-1]),
+                        "stored_knots": len(context["lr_knots"]["step"]) if "lr_knots" in context
+                        else None}
     if prep.reason:
         return failed_fit(prep.reason, diag, prep.detail, context=context)
     x, y, w = prep.x, prep.y, prep.w
-    keep = (x > feat["warmup_end"]) & (x >= skip_fraction * x[-1])
-    n_lr_warm = int(np.sum(x <= feat["warmup_end"]))
-    if n_lr_warm:
-        diag["lr_warmup_cut"] = {"n_points": int(w[x <= feat["warmup_end"]].sum()),
+    after_warmup = x > feat["warmup_end"]
+    if (~after_warmup).any():
+        diag["lr_warmup_cut"] = {"n_points": int(w[~after_warmup].sum()),
                                  "before_step": int(feat["warmup_end"] + 1)}
-    n_skip = int(np.sum((x > feat["warmup_end"]) & ~keep))
-    if n_skip:
-        diag["transient_cut"] = {"n_points": int(w[(x > feat["warmup_end"]) & ~keep].sum()),
-                                 "before_step": float(skip_fraction * x[-1])}
-    x, y, w = x[keep], y[keep], w[keep]
-    diag["n_used"] = int(w.sum())
+    x, y, w = x[after_warmup], y[after_warmup], w[after_warmup]
+    if x.size < MIN_POINTS:
+        diag["n_used"] = int(w.sum())
+        return failed_fit("too few points", diag,
+                          f"{x.size} points after the LR warm-up, need {MIN_POINTS}", context=context)
+
+    S1T = float(feat["S1"][horizon])
+    F, FT, cap_S1, cap_F = _anneal_feature(feat, law, pri, x, horizon)
+    has_anneal = FT > 1e-12 * max(S1T, 1.0)
+    prob = _Problem(_at(feat["S1"], x), F, y, w, S1T, FT, cap_S1, cap_F, has_anneal)
+    pri.ratio = pri.kappa[0] * float(max(0.0, 1.0 - feat["u"][horizon])) if pri.kappa else 0.0
+    pri.ratio_alt = _convex_ratio(feat) if has_anneal else 0.0
+
+    keep = x >= float(skip_fraction) * x[-1]
+    if (~keep).any():
+        diag["transient_cut"] = {"n_points": int(w[~keep].sum()), "before_step": float(skip_fraction * x[-1])}
+    prob = prob.subset(keep)
+    x = x[keep]
+    diag["n_used"] = int(prob.w.sum())
     if x.size < MIN_POINTS:
         return failed_fit("too few points", diag,
                           f"{x.size} points after the LR warm-up and the early transient, need {MIN_POINTS}",
                           context=context)
 
     shape_note = None
-    if law == "multipower" and pri.source == "default":
-        pri.shape, shape_note = _search_shape(feat, x, y, w, pri, horizon)
-    pri.drop_fraction = float(max(0.0, 1.0 - feat["u"][horizon]))
-    pri.alt_drop = ANNEAL_C_ALTERNATIVE * float(_s2(feat, sch.DEFAULT_ANNEAL_MOMENTUM)[horizon])
-    S1pts = _at(feat["S1"], x)
-    F, FT = _anneal_feature(feat, law, pri, x, horizon)
-    S1T = float(feat["S1"][horizon])
-    has_anneal = FT > 1e-12 * max(S1T, 1.0)
-    seen = float(F[-1] / FT) if has_anneal else 0.0
+    if law == "multipower" and pri.source == "default" and has_anneal:
+        pri.shape, shape_note = _search_shape(feat, prob, x, pri, horizon)
+        F, FT, cap_S1, cap_F = _anneal_feature(feat, law, pri, x, horizon)
+        prob = _Problem(prob.S1, F, prob.y, prob.w, S1T, FT, cap_S1, cap_F, has_anneal)
+    seen = float(prob.F[-1] / FT) if has_anneal else 0.0
     identifiable = has_anneal and seen >= ANNEAL_SEEN_MIN
 
-    sig = _robust_sigma(S1pts, y, w)
-    k = min(1.0, N_EFF_CAP / float(w.sum()))
-    sols = _profile(S1pts, F, y, w, sig * sig, k, S1T, FT, pri, has_anneal)
-    if not sols:
+    sig = _robust_sigma(prob.S1, prob.y, prob.w)
+    k = min(1.0, N_EFF_CAP / float(prob.w.sum()))
+    sig = _model_sigma(prob, sig, k, pri)
+    coarse = _profile(prob, ALPHA_GRID, sig * sig, k, pri)
+    i0 = _map(coarse)
+    if i0 is None:
         return failed_fit("no law could be fitted", diag, "no admissible alpha (A >= 0, amplitude >= 0)",
                           context=context)
-    # refine alpha around the best grid point
-    best_i = int(np.argmin([s.objective for s in sols]))
-    a0 = sols[best_i].alpha
-    fine = np.clip(a0 + np.linspace(-0.01, 0.01, 11), ALPHA_GRID[0], ALPHA_GRID[-1])
-    sols += _profile(S1pts, F, y, w, sig * sig, k, S1T, FT, pri, has_anneal, grid=fine)
-    best = min(sols, key=lambda s: s.objective)
+    fine = _profile(prob, np.clip(coarse.alpha[i0] + np.linspace(-0.01, 0.01, 11), ALPHA_GRID[0], ALPHA_GRID[-1]),
+                    sig * sig, k, pri)
+    i1 = _map(fine)
+    best = (fine, i1) if i1 is not None and fine.objective[i1] < coarse.objective[i0] else (coarse, i0)
 
     # posterior over alpha (Laplace weights on the grid) -> 3 Gauss-Hermite nodes
-    grid_sols = [s for s in sols if s.alpha in set(ALPHA_GRID.tolist())] or sols
-    le = np.array([s.log_evidence for s in grid_sols])
+    le = coarse.log_evidence
     pw = np.exp(le - le.max())
     pw /= pw.sum()
-    al = np.array([s.alpha for s in grid_sols])
-    a_mean = float(np.sum(pw * al))
-    a_sd = float(np.sqrt(np.sum(pw * (al - a_mean) ** 2)))
-    nodes = [(best, 2.0 / 3.0)]
+    a_mean = float(np.sum(pw * coarse.alpha))
+    a_sd = float(np.sqrt(np.sum(pw * (coarse.alpha - a_mean) ** 2)))
+    prof_b, ib = best
+    a_best = float(prof_b.alpha[ib])
+    nodes = [(prof_b, ib, 2.0 / 3.0)]
     if a_sd > 1e-4:
-        for sgn in (-1.0, 1.0):
-            a = float(np.clip(best.alpha + sgn * math.sqrt(3.0) * a_sd, ALPHA_GRID[0], ALPHA_GRID[-1]))
-            s = _solve_alpha(a, S1pts, F, y, w, sig * sig, k, S1T, FT, pri, has_anneal)
-            if s is not None:
-                nodes.append((s, 1.0 / 6.0))
-    total = sum(wt for _, wt in nodes)
-
-    def XT_of(alpha):
-        return float(_powerlaw(np.array([S1T]), alpha)[0])
+        side = np.clip(a_best + np.array([-1.0, 1.0]) * math.sqrt(3.0) * a_sd, ALPHA_GRID[0], ALPHA_GRID[-1])
+        prof_s = _profile(prob, side, sig * sig, k, pri)
+        for i in range(2):
+            if np.isfinite(prof_s.objective[i]):
+                nodes.append((prof_s, i, 1.0 / 6.0))
+    total = sum(wt for *_, wt in nodes)
 
     components = []
-    for s, wt in nodes:
+    for prof, i, wt in nodes:
         # sigma points of the linear coefficients' Gaussian posterior at this alpha
-        cov = 0.5 * (s.cov + s.cov.T)
+        cov = 0.5 * (prof.cov[i] + prof.cov[i].T)
         vals, vecs = np.linalg.eigh(cov)
-        dirs = [vecs[:, i] * math.sqrt(max(vals[i], 0.0) * 3.0) for i in range(3) if vals[i] > 0]
-        pts = [_admissible(s.coef, d, XT_of(s.alpha), FT) for d in dirs]
-        pts += [_admissible(s.coef, -d, XT_of(s.alpha), FT) for d in dirs]
+        dirs = [vecs[:, j] * math.sqrt(max(vals[j], 0.0) * 3.0) for j in range(3) if vals[j] > 0]
+        XT_i, cap_i = float(prof.XT[i]), float(prof.cap[i])
+        pts = [_admissible(prof.coef[i], s * d, XT_i, FT, cap_i) for d in dirs for s in (1.0, -1.0)]
         if not pts:
-            pts = [s.coef]
+            pts = [prof.coef[i]]
         for c in pts:
-            components.append({"law": law, "params": _params(law, c, s.alpha, pri),
+            components.append({"law": law, "params": _params(law, c, prof.alpha[i], pri),
                                "weight": wt / total / len(pts)})
 
-    params = _params(law, best.coef, best.alpha, pri)
-    amp_name = "C" if law == "tissue" else "B"
-    amp_sd = float(math.sqrt(max(best.cov[2, 2], 0.0)))
+    coef = prof_b.coef[ib]
+    cov = prof_b.cov[ib]
+    params = _params(law, coef, a_best, pri)
+    amp_name = _AMP_NAME[law]
     diag["law"] = law
-    diag["posterior_sd"] = {"alpha": a_sd, amp_name: amp_sd,
-                            "L0": float(math.sqrt(max(best.cov[0, 0], 0.0)))}
+    diag["posterior_sd"] = {"alpha": a_sd, amp_name: float(math.sqrt(max(cov[2, 2], 0.0))),
+                            "L0": float(math.sqrt(max(cov[0, 0], 0.0)))}
     diag["residual_scale"] = float(sig)
-    diag["n_eff"] = float(min(w.sum(), N_EFF_CAP))
+    diag["n_eff"] = float(min(prob.w.sum(), N_EFF_CAP))
     flags = list(diag.get("flags", []))
+    XT_b = float(prof_b.XT[ib])
     anneal = {"in_schedule": bool(has_anneal), "seen_fraction": seen, "identifiable": bool(identifiable),
-              "prior": pri.source,
-              "drop_at_horizon": float(best.coef[2] * FT)}
+              "prior": pri.source, "drop_at_horizon": float(coef[2] * FT),
+              "share_of_power_law_part": float(coef[2] * FT / (coef[1] * XT_b)) if coef[1] * XT_b > 0 else 0.0}
+    if ANNEAL_MAX_SHARE * coef[1] - coef[2] * float(prof_b.cap[ib]) <= 1e-9 * max(coef[1], 1e-12) and coef[2] > 0:
+        flags.append(f"annealing term at its cap ({ANNEAL_MAX_SHARE:.0%} of the power-law part): the "
+                     "curve falls faster than this law explains")
     if pri.amp is not None:
         anneal["prior_amplitude"] = list(pri.amp)
     elif pri.kappa is not None and has_anneal:
-        anneal["prior_ratio"] = list(pri.kappa)
+        anneal["prior_ratio"] = [pri.ratio, pri.kappa[1]]
+        anneal["convex_bound_ratio"] = pri.ratio_alt
     if not has_anneal:
         anneal["source"] = "none: the LR never falls after its peak within the horizon"
     elif identifiable:
@@ -668,8 +954,9 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
     diag["anneal"] = anneal
     diag["flags"] = flags
     diag["fit_seconds"] = float(time.perf_counter() - t0)
-    uncertainty = {"method": "schedule-posterior-v1", "noise_sd": 0.0, "holdout_err": math.nan,
-                   "holdout_dist": math.nan, "calibration": dict(CALIBRATION)}
+    calibration = CALIBRATION_REFERENCE if pri.amp is not None and pri.source == "reference" else CALIBRATION
+    uncertainty = {"method": "schedule-posterior-v2", "noise_sd": 0.0, "holdout_err": math.nan,
+                   "holdout_dist": math.nan, "calibration": dict(calibration)}
     fit = CurveFit(law, params, diag, components, uncertainty, context, float(x[0]), float(x[-1]))
     fit.diagnostics = _jsonable(diag)  # JSON-safe, like every CurveFit
     return fit
