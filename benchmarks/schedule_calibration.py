@@ -1,0 +1,179 @@
+"""Where the schedule-aware fit's constants come from (issue 3), reproducibly.
+
+Two parts, on the development curves with a known schedule (multipower, modded_nanogpt):
+
+* ``--measure``: full-curve fits (default law) of every distinct curve: alpha, the share of
+  the power-law part A * S1(T)**-alpha the annealing removes by T per unit of peak LR removed
+  (kappa), the convex bound's reading of that share, and the amplitude's spread across the
+  schedules of one multipower recipe. They back ``ALPHA_PRIOR``, ``ANNEAL_RATIO_PRIOR`` and
+  ``REFERENCE_AMP_SD``; each is also shown measured on one set and checked on the other.
+* ``--intervals`` (default): the interval multipliers ``CALIBRATION`` (default priors) and
+  ``CALIBRATION_REFERENCE`` (a reference run's prior, the benchmark's multipower protocol).
+  For every case (curve x fraction 0.1/0.25/0.5 seen) the score s = |log(forecast / truth)| /
+  (z * sd) with sd the interval's sd at multiplier 1; the multiplier is the 90% quantile of s
+  (split conformal), each independent curve weighted once per fraction (the 14 ValueEmbed and
+  3+3 other modded-nanogpt runs are seeds of 3 records on one data order: their per-step
+  noise is the same, so each record counts once). Printed with leave-one-group-out coverage
+  and a set-level hold-out (multiplier from one set, coverage on the other).
+
+    python benchmarks/schedule_calibration.py [--measure] [--intervals]
+
+Groups: a multipower run is its own group; a modded-nanogpt run's group is its record
+(ShortcutsTweaks, WindowWarmup, ValueEmbed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _curves import load_sets, split_case  # noqa: E402
+
+SETS = ("multipower", "modded_nanogpt")
+FRACTIONS = (0.1, 0.25, 0.5)
+LEVEL = 0.9
+
+
+def group_of(curve) -> str:
+    return curve.run.split("_")[1] if curve.set == "modded_nanogpt" else curve.run
+
+
+def _weighted_quantile(values, weights, q: float) -> float:
+    order = np.argsort(values)
+    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
+    cw = np.cumsum(w) / w.sum()
+    return float(v[min(np.searchsorted(cw, q), v.size - 1)])
+
+
+# ------------------------------------------------------------------------------ measure
+def measure(curves) -> None:
+    from lightning_scaling import fit_curve, scheduled
+
+    rows, seen = [], set()
+    for c in curves:
+        if group_of(c) in seen or "constant" in c.run:
+            continue
+        seen.add(group_of(c))
+        m = np.isfinite(c.loss)
+        fit = fit_curve(c.step[m], c.loss[m], lr=c.lr)
+        p, T = fit.params, int(c.final_step)
+        u = c.lr / c.lr.max()
+        removed = 1.0 - u[T]
+        share = fit.diagnostics["anneal"]["share_of_power_law_part"]
+        rows.append({"set": c.set, "group": group_of(c), "alpha": p["alpha"], "amp": p["C"],
+                     "kappa": share / removed, "convex": scheduled.convex_ratio(c.lr) / removed})
+    print(f"{'curve':24s} {'alpha':>6s} {'C':>9s} {'kappa':>6s} {'convex':>6s}   (kappa, convex: per unit of LR removed)")
+    for r in rows:
+        print(f"{r['group'][:24]:24s} {r['alpha']:6.3f} {r['amp']:9.3e} {r['kappa']:6.3f} {r['convex']:6.3f}")
+    for name in SETS:
+        sel = [r for r in rows if r["set"] == name]
+        other = [r for r in rows if r["set"] != name]
+        a = np.array([r["alpha"] for r in sel])
+        k = np.array([r["kappa"] for r in sel])
+        k_other = np.array([r["kappa"] for r in other])
+        print(f"{name}: alpha {a.mean():.3f} (sd {a.std():.3f}), kappa {np.exp(np.log(k).mean()):.3f} "
+              f"(log sd {np.log(k).std():.2f}); the other set's kappa lies "
+              f"{np.abs(np.log(k_other / np.exp(np.log(k).mean()))).max():.2f} in log at most from it")
+    k = np.array([r["kappa"] for r in rows])
+    cv = np.array([r["convex"] for r in rows])
+    print(f"all: kappa geometric mean {np.exp(np.log(k).mean()):.3f}, log sd {np.log(k).std():.2f}; "
+          f"|log(convex / kappa)| mean {np.abs(np.log(cv / k)).mean():.2f}, "
+          f"|log(0.4 / kappa)| mean {np.abs(np.log(0.4 / k)).mean():.2f}")
+    for size in ("25M", "100M"):
+        amps = {r["group"]: r["amp"] for r in rows if r["group"].startswith(size + "_")}
+        ref = amps.get(f"{size}_cosine_24000")
+        if ref:
+            rel = np.array([v / ref - 1 for g, v in amps.items() if not g.endswith("cosine_24000")])
+            print(f"multipower {size}: amplitude vs cosine_24000's: {', '.join(f'{v:+.0%}' for v in rel)} "
+                  f"(rms {np.sqrt(np.mean(rel ** 2)):.0%})")
+
+
+# ------------------------------------------------------------------------------ intervals
+def _scores(curves, reference: bool):
+    """(group, set, fraction, score) per case, scores at multiplier 1 of the whole sd."""
+    from extrapolation import _is_reference_target, _reference_prior
+
+    from lightning_scaling import fit_curve, scheduled
+    from lightning_scaling.curve import interval_terms
+
+    z = stats.norm.ppf(0.5 + LEVEL / 2)
+    out = []
+    for c in curves:
+        for f in FRACTIONS:
+            case = split_case(c, f)
+            if reference and not _is_reference_target(case):
+                continue
+            fit = fit_curve(case.seen_step, case.loss, lr=case.lr,
+                            prior=_reference_prior(case) if reference else None)
+            if not fit.ok:
+                continue
+            T = float(c.final_step)
+            fit.uncertainty["calibration"] = dict(scheduled.INTERVAL_UNIT)  # multiplier 1
+            base, ext = (float(v) for v in interval_terms(fit, np.array(T)))
+            sd = math.hypot(base, ext)
+            err = abs(math.log(fit.predict(T) / case.truth))
+            out.append((group_of(c), c.set, f, err / (z * sd)))
+    return out
+
+
+def calibrate(scores, label: str) -> float:
+    size = {}
+    for g, _, f, _ in scores:
+        size[(g, f)] = size.get((g, f), 0) + 1
+    s = np.array([r[3] for r in scores])
+    w = np.array([1.0 / size[(r[0], r[2])] for r in scores])
+    groups = np.array([r[0] for r in scores])
+    sets = np.array([r[1] for r in scores])
+    fr = np.array([r[2] for r in scores])
+    k = _weighted_quantile(s, w, LEVEL)
+    covered = np.zeros(s.size, dtype=bool)
+    for g in np.unique(groups):
+        rest = groups != g
+        covered[~rest] = s[~rest] <= _weighted_quantile(s[rest], w[rest], LEVEL)
+    print(f"{label}: multiplier {k:.3f}; leave-one-group-out coverage {np.sum(w * covered) / w.sum():.0%} "
+          f"(groups weighted), {covered.mean():.0%} (cases)")
+    for f in FRACTIONS:
+        sel = fr == f
+        if sel.any():
+            print(f"   seen {f:.2f}: coverage at {k:.3f}: {np.mean(s[sel] <= k):.0%} of {sel.sum()} cases")
+    present = [n for n in SETS if (sets == n).any()]
+    if len(present) == 2:
+        for a, b in (present, present[::-1]):
+            ka = _weighted_quantile(s[sets == a], w[sets == a], LEVEL)
+            print(f"   set hold-out: multiplier from {a} only {ka:.3f} -> coverage on {b}: "
+                  f"{np.mean(s[sets == b] <= ka):.0%}")
+    return k
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="folder holding curves/ (default ../shared/data)")
+    ap.add_argument("--measure", action="store_true", help="full-curve measurements behind the priors")
+    ap.add_argument("--intervals", action="store_true", help="interval multipliers (default)")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    curves = [c for c in load_sets(args.data, list(SETS)) if c.has_schedule]
+    if args.measure:
+        measure(curves)
+    if args.intervals or not args.measure:
+        from lightning_scaling import scheduled
+
+        k = calibrate(_scores(curves, reference=False), "default priors")
+        print(f"   -> CALIBRATION = _scaled({k:.2f}) (now k_spread {scheduled.CALIBRATION['k_spread']:.2f})")
+        k = calibrate(_scores(curves, reference=True), "reference prior")
+        print(f"   -> CALIBRATION_REFERENCE = _scaled({k:.2f}) "
+              f"(now k_spread {scheduled.CALIBRATION_REFERENCE['k_spread']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
