@@ -113,11 +113,12 @@ METHODS: list[Method] = [
 
 
 # --------------------------------------------------------------------------- schedule-aware (issue 3)
-def scheduled_forecast(case: Case, level: float, prior=None) -> Forecast | None:
-    """fit_curve(step, loss, lr=lr): the schedule-aware fit (Tissue et al. law, default priors)."""
+def scheduled_forecast(case: Case, level: float, prior=None, **options) -> Forecast | None:
+    """fit_curve(step, loss, lr=lr): the schedule-aware fit (default law convex_bound, default
+    priors)."""
     from lightning_scaling import fit_curve
 
-    fit = fit_curve(case.seen_step, case.loss, lr=case.lr, prior=prior)
+    fit = fit_curve(case.seen_step, case.loss, lr=case.lr, prior=prior, **options)
     if not fit.ok:
         return None
     T = case.curve.final_step
@@ -162,6 +163,8 @@ def _is_reference_target(case: Case) -> bool:
 
 METHODS += [
     Method("schedule-aware", scheduled_forecast, applies=lambda case: case.lr is not None),
+    Method("schedule-aware tissue", lambda case, level: scheduled_forecast(case, level, law="tissue"),
+           applies=lambda case: case.lr is not None),
     Method("schedule + reference", scheduled_reference_forecast, applies=_is_reference_target),
 ]
 

@@ -71,7 +71,8 @@ def measure(curves) -> None:
         share = fit.diagnostics["anneal"]["share_of_power_law_part"]
         rows.append({"set": c.set, "group": group_of(c), "alpha": p["alpha"], "amp": p["C"],
                      "kappa": share / removed, "convex": scheduled.convex_ratio(c.lr) / removed})
-    print(f"{'curve':24s} {'alpha':>6s} {'C':>9s} {'kappa':>6s} {'convex':>6s}   (kappa, convex: per unit of LR removed)")
+    print(f"{'curve':24s} {'alpha':>6s} {'C':>9s} {'kappa':>6s} {'convex':>6s}"
+          "   (kappa, convex: per unit of LR removed)")
     for r in rows:
         print(f"{r['group'][:24]:24s} {r['alpha']:6.3f} {r['amp']:9.3e} {r['kappa']:6.3f} {r['convex']:6.3f}")
     for name in SETS:

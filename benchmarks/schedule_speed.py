@@ -5,6 +5,10 @@
   repetition a new LR array (schedule features recomputed), "warm" refits the same schedule
   (what the callback does as the run goes on). Baselines: the LR-agnostic ``fit_curve`` and
   a plain scipy ``curve_fit`` of E + A x^-alpha on the same points.
+* A schedule-aware fit on a 1,000,000-step warm-up + cosine schedule (200 points seen, the
+  first 20%), the size of its ``to_dict()`` as JSON (the schedule is stored as knots, not one
+  LR per step) against the per-step list alone, and ``predict`` at the horizon after a JSON
+  round trip (a resumed callback).
 * Simulating a torch scheduler for 1,000,000 steps (``schedule.simulate_scheduler``);
   target <= 1 s. Baseline: stepping the real scheduler (10,000 steps, scaled to 1e6).
 
@@ -78,6 +82,28 @@ def fit_timings(repeat: int) -> dict:
     return out
 
 
+def long_schedule_timings(repeat: int) -> dict:
+    from lightning_scaling import CurveFit, fit_curve
+    from lightning_scaling import schedule as sch
+
+    T = 1_000_000
+    s = np.arange(T + 1)
+    lr = np.where(s < 10_000, (s + 1) / 10_000, 0.1 + 0.45 * (1 + np.cos(np.pi * (s - 10_000) / (T - 10_000)))) * 3e-4
+    steps = np.linspace(1_000, 200_000, 200).round()
+    u, _ = sch.peak_normalized(lr)
+    loss = 3.0 + 25.0 * sch.lr_area(u)[steps.astype(int)] ** -0.5
+    fit_curve(steps, loss, lr=lr)
+    out = {"fit_1e6_cold_ms": _median_ms(lambda i: fit_curve(steps, loss, lr=lr * (1 + 1e-9 * (i + 1))), repeat),
+           "fit_1e6_warm_ms": _median_ms(lambda i: fit_curve(steps, loss, lr=lr), repeat)}
+    fit = fit_curve(steps, loss, lr=lr)
+    text = json.dumps(fit.to_dict())
+    out["to_dict_json_bytes"] = len(text)
+    out["per_step_lr_list_json_bytes"] = len(json.dumps(lr.tolist()))
+    out["predict_after_round_trip_ms"] = _median_ms(
+        lambda i: CurveFit.from_dict(json.loads(text)).predict(float(T)), repeat)
+    return out
+
+
 def simulation_timings(repeat: int) -> dict:
     import torch
     from torch.optim import lr_scheduler as L
@@ -121,11 +147,14 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     res = {"load_average_1_5_15": load, "cpus": os.cpu_count()}
     res.update(fit_timings(args.repeat))
+    res.update(long_schedule_timings(max(3, args.repeat // 2)))
     res.update(simulation_timings(max(3, args.repeat // 2)))
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; medians of {args.repeat} runs")
     for k, v in res.items():
         if k.endswith("_ms") or "_ms[" in k or "_extrapolated[" in k:
             print(f"  {k:70s} {v:9.1f} ms")
+    print(f"  to_dict() of the 1e6-step fit: {res['to_dict_json_bytes'] / 1e3:.1f} kB of JSON "
+          f"(the per-step LR list alone: {res['per_step_lr_list_json_bytes'] / 1e6:.1f} MB)")
     print(f"  schedule-aware fit / LR-agnostic fit_curve: "
           f"{res['schedule_aware_cold_ms'] / res['lr_agnostic_fit_curve_ms']:.2f}x (cold), "
           f"{res['schedule_aware_warm_ms'] / res['lr_agnostic_fit_curve_ms']:.2f}x (warm)")
