@@ -223,33 +223,41 @@ def _schedule_context(lr_arr: np.ndarray) -> tuple[dict, np.ndarray]:
         return {"horizon": int(lr_arr.size - 1), "lr": lr_arr.tolist()}, used
     context = {"horizon": int(lr_arr.size - 1), "lr_knots": {"step": steps.tolist(), "lr": values.tolist()},
                "lr_tolerance": SCHEDULE_TOLERANCE}
+    # what a forecast from this context will look up: the schedule the fit ran on
+    _cached(("expand", _digest(steps, values), int(lr_arr.size - 1)), lambda: (used, _digest(used)))
     return context, used
 
 
-def _ctx_lr(context) -> np.ndarray:
-    """The LR at every step 0..horizon stored in a fit's context (knots or, older, a list)."""
+def _ctx_lr(context) -> tuple[np.ndarray, bytes]:
+    """The LR at every step 0..horizon stored in a fit's context (knots or, older, a list),
+    and its content digest (computed once per stored schedule, not per evaluation)."""
     if context:
         if context.get("lr") is not None:
-            return np.asarray(context["lr"], dtype=float)
+            lr = np.asarray(context["lr"], dtype=float)
+            return lr, _digest(lr)
         knots = context.get("lr_knots")
         if knots is not None:
             steps = np.asarray(knots["step"], dtype=float)
             values = np.asarray(knots["lr"], dtype=float)
             horizon = int(context.get("horizon", steps[-1]))
-            return _cached(("expand", _digest(steps, values), horizon),
-                           lambda: expand_schedule(steps, values, horizon))
+
+            def make():
+                lr = expand_schedule(steps, values, horizon)
+                return lr, _digest(lr)
+
+            return _cached(("expand", _digest(steps, values), horizon), make)
     raise InvalidInputError("schedule-aware laws need the schedule in context (lr_knots or lr)")
 
 
 # ----------------------------------------------------------------------------- features
-def _features(lr: np.ndarray) -> dict:
+def _features(lr: np.ndarray, digest: bytes | None = None) -> dict:
     """Peak-normalised schedule features of one LR array (cached: fits and forecasts reuse them)."""
     def make():
         u, peak = sch.peak_normalized(lr)
         return {"u": u, "peak": peak, "S1": sch.lr_area(u), "warmup_end": sch.warmup_end(u),
                 "horizon": u.size - 1}
 
-    return _cached(("features", _digest(lr)), make)
+    return _cached(("features", digest if digest is not None else _digest(lr)), make)
 
 
 def _s2(feat: dict, momentum: float) -> np.ndarray:
@@ -373,7 +381,7 @@ def _make_eval(law: str):
     amp = _AMP_NAME[law]
 
     def evaluate(x, p, context=None):
-        feat = _features(_ctx_lr(context))
+        feat = _features(*_ctx_lr(context))
         S1x = _at(feat["S1"], x)
         return p["L0"] + p["A"] * _powerlaw(S1x, p["alpha"]) - p[amp] * _anneal_at(law, feat, p, x)
 
@@ -383,7 +391,7 @@ def _make_eval(law: str):
 def _make_basis(law: str):
     def basis(xn, theta, context=None):
         (alpha,) = theta
-        feat = _features(_ctx_lr(context))
+        feat = _features(*_ctx_lr(context))
         shape = {"momentum": sch.DEFAULT_ANNEAL_MOMENTUM, **MULTIPOWER_SHAPE}
         return [1.0, _powerlaw(_at(feat["S1"], xn), alpha), -_anneal_at(law, feat, shape, xn)]
 
