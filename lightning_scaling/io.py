@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -206,13 +207,22 @@ def _tensor_scalar(tensor) -> float | None:
 
 
 def event_files(directory: str | os.PathLike) -> list[str]:
-    """The event files directly inside ``directory``, oldest first (by name, as TensorBoard does)."""
+    """The event files directly inside ``directory``, oldest first.
+
+    Names are ``events.out.tfevents.<unix time>.<host>.<pid>.<counter><suffix>``; they are
+    compared with their numbers as numbers, so writer 10 of a process sorts after writer 9.
+    """
     directory = os.fspath(directory)
     try:
         names = os.listdir(directory)
     except OSError as exc:
         raise InvalidInputError(f"{directory}: cannot list directory: {exc.strerror or exc}") from None
-    return [os.path.join(directory, n) for n in sorted(names) if EVENT_FILE_MARK in n]
+    names = sorted((n for n in names if EVENT_FILE_MARK in n), key=_natural_key)
+    return [os.path.join(directory, n) for n in names]
+
+
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def read_scalars(paths, tags=None) -> Scalars:

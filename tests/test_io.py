@@ -9,6 +9,7 @@ import pytest
 from lightning_scaling.errors import InvalidInputError
 from lightning_scaling.io import (
     SUMMARY_FILENAME,
+    event_files,
     find_runs,
     load_run,
     read_csv,
@@ -215,3 +216,11 @@ def test_events_with_callback_scalars_and_logger_prefix(tmp_path):
 def test_find_runs_bad_logdir(tmp_path, make, message):
     with pytest.raises(InvalidInputError, match=message):
         find_runs(make(tmp_path))
+
+
+def test_event_files_order_writer_numbers_as_numbers(tmp_path):
+    names = ["events.out.tfevents.1700000000.host.42.10.b", "events.out.tfevents.1700000000.host.42.9.a",
+             "events.out.tfevents.1699999999.host.42.11"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    assert [os.path.basename(p) for p in event_files(tmp_path)] == [names[2], names[1], names[0]]
