@@ -50,7 +50,7 @@ _SUMMARY_FILE = "scaling_summary.json"
 
 # Names a training loss is commonly logged under, followed when training_step returns none.
 _LOSS_NAMES = ("train_loss", "loss", "train/loss", "training_loss", "train_loss_step", "train/loss_step")
-_FLUSH_EVERY = 16  # optimizer steps between conversions of accelerator loss tensors to floats (a sync)
+_FLUSH_EVERY = 16  # at most this many optimizer steps between two batches of checks
 _NO_LOSS_GRACE = 50  # optimizer steps without any loss before the configuration error
 _MIN_POINTS = 8  # observations before the first refit
 _KEEP_FORECASTS = 256  # forecasts kept in a checkpoint (older ones thinned)
@@ -113,10 +113,14 @@ class _MonitorLogic:
         stop_if_worse_than_reference: also stop the run then (after ``min_fraction``).
         min_fraction: no stop before this fraction of the planned steps (default 0.2).
         forecast_patience: forecasts in a row that must agree before a forecast stop.
-        max_overhead: share of training time the automatic refit cadence may spend (0.01).
+        max_overhead: share of training time the monitor may spend (0.01): a candidate refit
+            of the automatic cadence is skipped while the refits' CPU time plus the time of
+            the monitor's per-step hook exceed it.
         background: refit on a daemon thread (default) or inline (deterministic; for tests).
         log_metrics: log ``scaling/*`` through ``pl_module.log`` at the trainer's log steps.
         write_summary: write ``scaling_summary.json`` into the log dir at the end of training.
+        tensorboard: add the TensorBoard "Scaling law" panels (``lightning_scaling.tensorboard``)
+            when the trainer has a TensorBoardLogger (default True).
         sinks: objects notified on rank zero (optional methods ``setup(trainer, pl_module,
             monitor)``, ``on_observation(trainer, pl_module, monitor, observations)``,
             ``on_refit(trainer, pl_module, monitor, forecast)``, ``on_event(trainer,
@@ -125,12 +129,15 @@ class _MonitorLogic:
 
     Logged (rank zero, at the trainer's log steps; losses in the monitored metric's units):
         ``scaling/forecast_final_loss``, ``scaling/forecast_lower``, ``scaling/forecast_upper``
-        (at the planned last step), ``scaling/forecast_made_at_step`` (optimizer steps),
-        ``scaling/planned_steps``, ``scaling/tokens`` (tokens), ``scaling/flops`` (FLOPs),
-        ``scaling/samples``, ``scaling/loss_smoothed``, ``scaling/behind_trend`` (1 while a
-        behind-trend warning stands), ``scaling/trend_excess`` (relative), ``scaling/refits``,
-        ``scaling/steps_to_target`` / ``tokens_to_target`` / ``flops_to_target`` (with a
-        target loss), ``scaling/stopped`` (1 at a monitor stop).
+        (the forecast of the loss at the planned last step and its interval; at the first log
+        step after each refit),
+        ``scaling/tokens`` (cumulative tokens, all processes), ``scaling/flops`` (cumulative
+        FLOPs, all processes), ``scaling/loss_smoothed`` (mean of the last 5 observations,
+        with each new forecast),
+        ``scaling/behind_trend`` (1 while a behind-trend warning stands, else 0),
+        ``scaling/steps_to_target`` (optimizer steps), ``scaling/tokens_to_target`` (tokens),
+        ``scaling/flops_to_target`` (FLOPs) where the expected loss reaches ``target_loss``,
+        ``scaling/stopped`` (1 at the step the monitor stops the run).
 
     Attributes:
         forecast: the newest ``Forecast`` (None before the first refit): ``.final_loss``,
@@ -176,6 +183,7 @@ class _MonitorLogic:
         log_metrics: bool = True,
         write_summary: bool = True,
         sinks: list | tuple = (),
+        tensorboard: bool = True,
     ):
         super().__init__()
         if monitor is not None and not isinstance(monitor, str):
@@ -211,6 +219,7 @@ class _MonitorLogic:
         self.log_metrics = bool(log_metrics)
         self.write_summary = bool(write_summary)
         self.sinks: list = list(sinks)
+        self.tensorboard = bool(tensorboard)
         if stop_if_worse_than_reference and reference is None:
             raise InvalidInputError("stop_if_worse_than_reference=True needs reference= (a loss, a ScalingLawFit "
                                     "or a run summary)")
@@ -246,8 +255,7 @@ class _MonitorLogic:
         self._runner = RefitRunner(background=background)
         self._active = False
         self._seen_step = 0
-        self._micro_sum: Any = None
-        self._micro_n = 0
+        self._micro: list = []  # this optimizer step's micro-batch losses (tensors or floats)
         self._pending: list[list] = []  # [step, tokens, flops, loss (tensor or float)]
         self._followed: str | None = monitor
         self._last_metric: Any = None
@@ -259,6 +267,9 @@ class _MonitorLogic:
         self._refit_failures = 0
         self._bad_sinks: set[tuple[int, str]] = set()
         self._inflight_step: int | None = None
+        self._hook_seconds = 0.0  # wall time spent in on_train_batch_end, counted in the budget
+        self._loss_factor = 1
+        self._logged_forecast: Forecast | None = None
 
     # -- public read-outs --------------------------------------------------------------------
     @property
@@ -285,9 +296,8 @@ class _MonitorLogic:
         if stage != "fit" or trainer.fast_dev_run:
             return
         self.compute.setup(pl_module, world_size=trainer.world_size)
-        from .tensorboard import attach_tensorboard_sink  # the "Scaling law" panels (issue 5)
-
-        attach_tensorboard_sink(self, trainer)
+        if self.tensorboard and trainer.is_global_zero:
+            self._attach_tensorboard(trainer)  # the "Scaling law" panels (issue 5)
         self._call_sinks(trainer, "setup", trainer, pl_module, self)
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -299,7 +309,11 @@ class _MonitorLogic:
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._active:
             return
+        t0 = time.perf_counter()
+        first = not self.compute.micro_batches
         self._on_micro_batch(trainer, pl_module, outputs, batch)
+        if not first:  # the first batch's one-time FLOP measurement is not a recurring cost
+            self._hook_seconds += time.perf_counter() - t0
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not self._active or trainer.sanity_checking or self.monitor is None:
@@ -379,8 +393,9 @@ class _MonitorLogic:
     # -- start -------------------------------------------------------------------------------
     def _start(self, trainer, pl_module) -> None:
         self._train_start = time.perf_counter()
+        self._hook_seconds = 0.0
         self._seen_step = int(trainer.global_step)
-        self._micro_sum, self._micro_n = None, 0
+        self._micro = []
         self.compute.world_size = max(1, int(trainer.world_size))
         if self._stopped_reason is not None:
             self._info(trainer, f"ScalingLawMonitor: resuming a run it stopped at step {self.stopped_step} "
@@ -442,11 +457,9 @@ class _MonitorLogic:
         if self.monitor is None:
             loss = _loss_of(outputs)
             if loss is not None:
-                if pl_module.automatic_optimization:
-                    # Lightning divides the returned loss by accumulate_grad_batches; undo it
-                    loss = loss * trainer.accumulate_grad_batches
-                self._micro_sum = loss if self._micro_sum is None else self._micro_sum + loss
-                self._micro_n += 1
+                self._micro.append(loss)
+                # Lightning divides the returned loss by accumulate_grad_batches; undone at the step
+                self._loss_factor = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
         if trainer.global_step != self._seen_step:
             self._on_optimizer_step(trainer, pl_module)
 
@@ -454,9 +467,8 @@ class _MonitorLogic:
         step = int(trainer.global_step)
         self._seen_step = step
         self.compute.steps = step
-        if self._micro_n:
-            self._push(step, self._micro_sum / self._micro_n)
-            self._micro_sum, self._micro_n = None, 0
+        if self._micro:
+            self._push(step, self._step_loss())
         elif self._followed is not None:
             self._read_metric(trainer, from_validation=False)
         elif self.monitor is None:
@@ -476,10 +488,24 @@ class _MonitorLogic:
             self._log(pl_module)
 
     def _flush_every(self) -> int:
-        """Steps between float conversions: 1 on the CPU (free), more where it syncs a device."""
-        last = self._pending[-1][3] if self._pending else None
-        device = getattr(last, "device", None)
-        return 1 if device is None or device.type == "cpu" else _FLUSH_EVERY
+        """Optimizer steps between two batches of checks: 0.2% of the planned run, 1 to 16.
+
+        Converting accelerator losses to floats waits for the device, and every Python call
+        in a training step runs with caches cold from the step's own work: a batch of checks
+        every few steps costs far less than one check every step, and delays a warning by
+        at most 0.2% of the run.
+        """
+        if self.planned_steps is None:
+            return _FLUSH_EVERY // 2
+        return max(1, min(_FLUSH_EVERY, int(0.002 * self.planned_steps)))
+
+    def _step_loss(self) -> Any:
+        """The optimizer step's loss: the mean of its micro-batches' (no device sync)."""
+        micro, self._micro = self._micro, []
+        factor = self._loss_factor
+        if len(micro) == 1:
+            return micro[0] if factor == 1 else micro[0] * factor
+        return sum(micro) * (factor / len(micro))
 
     def _push(self, step: int, loss: Any) -> None:
         tokens, flops = self.compute.tokens, self.compute.flops
@@ -585,9 +611,10 @@ class _MonitorLogic:
     def _maybe_refit(self, trainer, pl_module) -> None:
         if self.history.n_observed < _MIN_POINTS or self._runner.busy:
             return
-        if self.refit_every is None and self._train_start is not None:
+        if self.refit_every is None and self._train_start is not None and self._refits > 0:
+            # refits (CPU time of their thread) and the per-step hook share one budget
             elapsed = time.perf_counter() - self._train_start
-            if self._runner.cpu_seconds > self.max_overhead * elapsed:
+            if self._runner.cpu_seconds + self._hook_seconds > self.max_overhead * elapsed:
                 return
         job = self._refit_job()
         self._inflight_step = int(trainer.global_step)
@@ -636,7 +663,7 @@ class _MonitorLogic:
             return
         self._refits += 1
         self._forecasts.append(forecast)
-        self.trend.offer_fit(forecast.fit, forecast.step, forecast.x_axis)
+        self.trend.offer_fit(forecast.fit, forecast.step, forecast.x_axis, forecast.band)
         self._call_sinks(trainer, "on_refit", trainer, pl_module, self, forecast)
 
     # -- decisions -----------------------------------------------------------------------------
@@ -728,26 +755,23 @@ class _MonitorLogic:
 
     # -- logging -------------------------------------------------------------------------------
     def _log(self, pl_module) -> None:
+        # few keys, and a forecast only when it is new: Lightning's self.log costs a few hundred
+        # microseconds per call, more than the rest of the monitor's step
         values = {
             "scaling/tokens": self.compute.tokens,
             "scaling/flops": self.compute.flops,
-            "scaling/samples": self.compute.samples,
             "scaling/behind_trend": 1.0 if self.trend.behind else 0.0,
-            "scaling/trend_excess": self.trend.last_excess_relative,
-            "scaling/refits": float(self._refits),
         }
-        recent = self.history.last(5)
-        if recent:
-            values["scaling/loss_smoothed"] = float(np.mean([r[4] for r in recent]))
-        if self.planned_steps is not None:
-            values["scaling/planned_steps"] = float(self.planned_steps)
         f = self.forecast
-        if f is not None:
+        if f is not None and f is not self._logged_forecast:
+            self._logged_forecast = f
+            recent = self.history.last(5)
+            if recent:
+                values["scaling/loss_smoothed"] = sum(r[4] for r in recent) / len(recent)
             values.update({
                 "scaling/forecast_final_loss": f.final_loss,
                 "scaling/forecast_lower": f.lower,
                 "scaling/forecast_upper": f.upper,
-                "scaling/forecast_made_at_step": float(f.step),
             })
             if f.target_loss is not None:
                 values.update({
@@ -770,6 +794,18 @@ class _MonitorLogic:
             log.info(message)
 
     # -- sinks ---------------------------------------------------------------------------------
+    def _attach_tensorboard(self, trainer) -> None:
+        """Add the TensorBoard sink when the trainer has a TensorBoardLogger."""
+        try:
+            from .tensorboard import attach_tensorboard_sink
+        except ImportError:  # panels not available in this installation
+            return
+        try:
+            attach_tensorboard_sink(self, trainer)
+        except Exception as exc:  # panels are a nicety; training goes on without them
+            warnings.warn(f"ScalingLawMonitor: no TensorBoard panels ({type(exc).__name__}: {exc})",
+                          ScalingWarning, stacklevel=2)
+
     def add_sink(self, sink: Any) -> None:
         """Register an object notified on rank zero (see ``sinks`` in the class docstring)."""
         self.sinks.append(sink)
@@ -791,9 +827,8 @@ class _MonitorLogic:
 
     # -- the end -------------------------------------------------------------------------------
     def _finish(self, trainer, pl_module) -> None:
-        if self._micro_n:
-            self._push(int(trainer.global_step), self._micro_sum / self._micro_n)
-            self._micro_sum, self._micro_n = None, 0
+        if self._micro:
+            self._push(int(trainer.global_step), self._step_loss())
         self._flush(trainer, pl_module)
         if trainer.is_global_zero:
             if self._runner.busy:
@@ -883,40 +918,49 @@ class _MonitorLogic:
 
 # -- helpers -------------------------------------------------------------------------------------
 def _loss_of(outputs: Any) -> Any:
-    """The loss in a training_step's output (tensor or dict with "loss"), detached, or None."""
-    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-    if loss is None or not hasattr(loss, "detach"):
+    """The scalar loss tensor in a training_step's output (tensor or dict with "loss"), or None.
+
+    Kept as a tensor (Lightning hands it over detached): turning it into a float would wait
+    for the device; the monitor converts a batch of them at once.
+    """
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    if loss is None and isinstance(outputs, Mapping):
+        loss = outputs.get("loss")
+    if loss is None or not hasattr(loss, "detach") or loss.numel() != 1:
         return None
-    loss = loss.detach()
-    if loss.numel() != 1:
-        return None
-    return loss.reshape(()).float()
+    return loss.detach()
 
 
 def _to_floats(values: list) -> list[float]:
     """Floats from a mix of scalar tensors and numbers, with one device sync for the tensors."""
     tensors = [(i, v) for i, v in enumerate(values) if hasattr(v, "detach")]
     out = [float(v) if not hasattr(v, "detach") else math.nan for v in values]
-    if tensors:
+    if len(tensors) == 1:
+        i, t = tensors[0]
+        out[i] = float(t)
+    elif tensors:
         import torch
 
         by_device: dict[Any, list] = {}
         for i, t in tensors:
             by_device.setdefault(t.device, []).append((i, t))
         for items in by_device.values():
-            stacked = torch.stack([t.float() for _, t in items]).tolist()
+            stacked = torch.stack([t.reshape(()).float() for _, t in items]).tolist()
             for (i, _), v in zip(items, stacked):
                 out[i] = float(v)
     return out
 
 
 def _should_log(trainer) -> bool:
-    connector = getattr(trainer, "_logger_connector", None)
-    try:
-        return bool(connector.should_update_logs)
-    except Exception:
-        n = getattr(trainer, "log_every_n_steps", 50) or 0
-        return n > 0 and trainer.global_step % n == 0
+    """Will Lightning send this step's logged values to the loggers? (its own rule, read cheaply)"""
+    n = getattr(trainer, "log_every_n_steps", 50) or 0
+    if n <= 0:
+        return False
+    try:  # _LoggerConnector.should_update_logs, without its loop type checks
+        stepped = trainer.fit_loop.epoch_loop._batches_that_stepped
+        return (stepped + 1) % n == 0 or bool(trainer.should_stop)
+    except AttributeError:
+        return trainer.global_step % n == 0
 
 
 def _log(pl_module, values: dict[str, float]) -> None:

@@ -84,6 +84,50 @@ def infer_tokens(batch: Any) -> int | None:
     return None
 
 
+def _tensor_paths(batch: Any, path: tuple = ()):
+    """(path, tensor) for every tensor of a (nested) batch, in ``_iter_tensors`` order."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        yield path, batch
+    elif isinstance(batch, Mapping):
+        for k, v in batch.items():
+            yield from _tensor_paths(v, path + (k,))
+    elif isinstance(batch, (list, tuple)):
+        for i, v in enumerate(batch):
+            yield from _tensor_paths(v, path + (i,))
+
+
+def _at(batch: Any, path: tuple) -> Any:
+    for key in path:
+        batch = batch[key]
+    return batch
+
+
+def _cached_rule(batch: Any, pick: Callable[[Any], bool], measure: Callable[[Any], int], fallback):
+    """A per-batch counter that remembers where the first batch kept its tensor.
+
+    Looking the tensor up by its path costs a few index operations; walking the whole batch
+    every step costs more. When a later batch has another structure, ``fallback`` walks it.
+    """
+    found = next((p for p, t in _tensor_paths(batch) if pick(t)), None)
+    if found is None:
+        return None
+
+    dtype = _at(batch, found).dtype
+
+    def rule(b: Any) -> int | None:
+        try:
+            t = _at(b, found)
+            if t.dtype is dtype:
+                return measure(t)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+        return fallback(b)
+
+    return rule
+
+
 def infer_samples(batch: Any) -> int | None:
     """Samples in one micro-batch: the leading dimension of the first tensor with one."""
     for t in _iter_tensors(batch):
@@ -184,6 +228,7 @@ class ComputeCounter:
         self._flops_rate: float | None = None  # FLOPs per micro-batch, or ...
         self._flops_per_token: float | None = None  # ... FLOPs per token when tokens vary
         self._tokens_rule: Callable[[Any], int | None] | None = None
+        self._samples_rule: Callable[[Any], int | None] | None = None
         self._resolved = False
         self.steps = 0
         self.micro_batches = 0
@@ -215,10 +260,13 @@ class ComputeCounter:
             self.tokens_source = "module attribute tokens_per_batch"
         elif infer_tokens(batch) is not None:
             self._tokens_rule = infer_tokens
+            if not (isinstance(batch, Mapping) and "input_ids" in batch):
+                self._tokens_rule = _cached_rule(batch, _is_integer, _numel, infer_tokens)
             self.tokens_source = "inferred: element count of the batch's integer input tensor"
         else:
             self._tokens_rule = None
             self.tokens_source = "unknown: no integer input tensor (pass tokens_per_batch=)"
+        self._samples_rule = _cached_rule(batch, lambda t: t.dim() > 0, len, infer_samples)
         tokens0 = self._tokens_of(batch)
         # FLOPs
         module_flops = getattr(module, "flops_per_batch", None)
@@ -263,7 +311,7 @@ class ComputeCounter:
             self._resolve(module, batch)
         w = self.world_size
         self.micro_batches += 1
-        n_samples = infer_samples(batch)
+        n_samples = self._samples_rule(batch) if self._samples_rule is not None else None
         if n_samples is not None:
             self.samples += n_samples * w
         tokens = self._tokens_of(batch)
@@ -314,6 +362,16 @@ class ComputeCounter:
         self.flops = float(state["flops"])
         self.flops_source = str(state.get("flops_source", self.flops_source))
         self.tokens_source = str(state.get("tokens_source", self.tokens_source))
+
+
+def _numel(t: Any) -> int:
+    return t.numel()
+
+
+def _is_integer(t: Any) -> bool:
+    import torch
+
+    return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
 
 
 def _is_number(v: Any) -> bool:

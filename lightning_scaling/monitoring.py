@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -84,6 +84,9 @@ class Forecast:
             on this law; NaN: unknown).
         diagnostics: the fit's diagnostics plus the monitor's (points used, schedule, timing).
         fit: the ``CurveFit`` itself (not part of ``to_dict``).
+        band: ``(x, expected, upper)`` arrays tabulating the fit and its ``level`` band upper
+            end from the last fitted x to the planned end (at least twice the last x);
+            computed with the fit, off the training thread (not part of ``to_dict``).
     """
 
     step: int
@@ -104,10 +107,11 @@ class Forecast:
     flops_to_target: float = math.nan
     diagnostics: dict = field(default_factory=dict)
     fit: Any = field(default=None, repr=False, compare=False)
+    band: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self, diagnostics: bool = True) -> dict[str, Any]:
         """Plain-Python dict (the run summary's forecast entry plus the extra keys above)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("fit", "diagnostics")}
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("fit", "diagnostics", "band")}
         d = plain(d)
         if diagnostics:
             d["diagnostics"] = plain(self.diagnostics)
@@ -115,7 +119,7 @@ class Forecast:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], fit: Any = None) -> "Forecast":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "fit"}
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k not in ("fit", "band")}
         out = cls(**known)
         out.fit = fit
         return out
@@ -204,6 +208,19 @@ def make_forecast(
             tokens_to = project_compute(steps, arrays["tokens"], steps_to) if math.isfinite(steps_to) else math.nan
             flops_to = project_compute(steps, arrays["flops"], steps_to) if math.isfinite(steps_to) else math.nan
 
+    band = None
+    if fit.ok and x_fit.size:
+        x_last = float(np.max(x_fit))
+        x_far = 2.0 * x_last
+        if target_step is not None and math.isfinite(target_step):
+            x_end = to_axis(float(target_step))
+            if math.isfinite(x_end):
+                x_far = max(x_far, 1.01 * x_end)
+        if x_last > 0:
+            xs = np.geomspace(x_last, x_far, 513)
+            _lo, hi = fit.interval(xs, level=level)
+            band = (xs, np.asarray(fit.predict(xs), dtype=float), np.asarray(hi, dtype=float))
+
     diagnostics = dict(plain(getattr(fit, "diagnostics", {}) or {}))
     diagnostics.update(
         {
@@ -235,6 +252,7 @@ def make_forecast(
         flops_to_target=float(flops_to),
         diagnostics=diagnostics,
         fit=fit,
+        band=band,
     )
 
 
@@ -339,10 +357,16 @@ class TrendDetector:
         self.reference: Any = None
         self.reference_step: int | None = None
         self.reference_axis = "step"
-        self._fits: deque[tuple[int, Any, str]] = deque(maxlen=64)  # (data step, fit, x axis), oldest first
+        self._fits: deque[tuple] = deque(maxlen=64)  # (data step, fit, x axis, band table), oldest first
         self._obs: deque[list[float]] = deque(maxlen=self.window)  # [step, x, loss, expected, band_hi]
         self._calibration: deque[float] = deque(maxlen=64)
         self._holding: deque[float] = deque()  # negative checks not yet trusted as noise samples
+        self._scale_cache: float | None = None
+        self._scale_age = 0
+        self._grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._sums = [0.0, 0.0, 0.0]  # window sums of loss, expected loss, band upper end
+        self._dirty = True  # a fit was offered since the reference was last chosen
+        self._next_select = 0.0
         self.count = 0
         self.since_step: int | None = None
         self.behind = False  # an episode is going on
@@ -355,13 +379,19 @@ class TrendDetector:
         if window != self.window:
             self.window = window
             self._obs = deque(self._obs, maxlen=window)
+            self._resum()
 
     # the reference fit
-    def offer_fit(self, fit: Any, data_step: int, axis: str = "step") -> bool:
-        """Offer a new fit (made from data up to ``data_step``, x on ``axis``) as a future reference."""
+    def offer_fit(self, fit: Any, data_step: int, axis: str = "step", band: Any = None) -> bool:
+        """Offer a new fit (made from data up to ``data_step``, x on ``axis``) as a future reference.
+
+        ``band``: optional ``(x, expected, upper)`` table of the fit (``Forecast.band``), so
+        checks interpolate instead of evaluating the fit on the training thread.
+        """
         if fit is None or not getattr(fit, "ok", False):
             return False
-        self._fits.append((int(data_step), fit, str(axis)))
+        self._fits.append((int(data_step), fit, str(axis), band))
+        self._dirty = True
         return True
 
     @property
@@ -369,17 +399,24 @@ class TrendDetector:
         return self.count > 0 or self.behind
 
     def _select_reference(self, step: int) -> None:
+        """Pick the reference for ``step``; also say when the choice can next change."""
+        self._dirty = False
+        # with a schedule, an LR change can make a newer fit eligible at any step: look again soon
+        self._next_select = step + (16 if self._schedule is not None else math.inf)
         if self.frozen and self.reference is not None:
+            self._next_select = step + 1
             return
         chosen = None
-        for entry in self._fits:
+        for entry in self._fits:  # (data step, fit, axis, band table)
             if not self._settled(entry[0]):
                 continue
             if entry[0] <= step - self.lag or (entry[0] < step and self._lr_changed(entry[0], step)):
                 chosen = entry
+            else:
+                self._next_select = min(self._next_select, entry[0] + self.lag)
         if chosen is None or chosen[1] is self.reference:
             return
-        self.reference_step, self.reference, self.reference_axis = chosen
+        self.reference_step, self.reference, self.reference_axis, self._grid = chosen
         while self._fits and self._fits[0][0] < self.reference_step:  # older ones are never needed again
             self._fits.popleft()
         self._rethreshold()
@@ -423,20 +460,40 @@ class TrendDetector:
         hi = np.atleast_1d(np.asarray(hi, dtype=float))
         return mean, np.where(np.isfinite(hi), hi, mean)
 
+    def _band_at(self, x: float) -> tuple[float, float]:
+        """The reference's expected loss and band upper end at x, from a cached grid.
+
+        The fit is tabulated once per reference on 257 log-spaced points spanning a factor
+        of 2 in x (rebuilt when x leaves it): a check then costs an interpolation, not a
+        call into the fit's interval machinery every step.
+        """
+        g = self._grid
+        if g is None or not (g[0][0] <= x <= g[0][-1]):
+            xs = float(x) * np.logspace(0.0, math.log10(2.0), 257) if x > 0 else np.linspace(x, x + 1.0, 257)
+            mean, hi = self._band(xs)
+            self._grid = g = (xs, mean, hi)
+        return float(np.interp(x, g[0], g[1])), float(np.interp(x, g[0], g[2]))
+
     def _rethreshold(self) -> None:
         if not self._obs or self.reference is None:
             return
-        x = np.array([o[1] for o in self._obs])
-        mean, hi = self._band(x)
-        for o, m, h in zip(self._obs, mean, hi):
-            o[3], o[4] = float(m), float(h)
+        for o in self._obs:
+            o[3], o[4] = self._band_at(o[1])
+        self._resum()
+
+    def _resum(self) -> None:
+        self._sums = [math.fsum(o[2] for o in self._obs), math.fsum(o[3] for o in self._obs),
+                      math.fsum(o[4] for o in self._obs)]
 
     def noise_scale(self) -> float:
         """Robust spread of the smoothed relative excess over past negative checks."""
         if len(self._calibration) < 2:
             return math.nan
-        c = np.asarray(self._calibration)
-        return float(1.4826 * np.median(np.abs(c - np.median(c))))
+        if self._scale_cache is None or self._scale_age >= 8:  # refreshed every 8 samples
+            c = np.asarray(self._calibration)
+            self._scale_cache = float(1.4826 * np.median(np.abs(c - np.median(c))))
+            self._scale_age = 0
+        return self._scale_cache
 
     def observe(self, step: int, x: float | dict, loss: float) -> TrendEvent | None:
         """Check one finite observation; returns an event when an episode starts.
@@ -444,26 +501,35 @@ class TrendDetector:
         ``x`` is the observation's position on the reference fit's axis, or a dict
         ``{"step": ..., "tokens": ..., "flops": ...}`` to pick from.
         """
-        self._select_reference(int(step))
+        if self._dirty or step >= self._next_select:
+            self._select_reference(int(step))
         if self.reference is None or (self.reference_step is not None and step <= self.reference_step):
             return None
         if isinstance(x, dict):
             x = x.get(self.reference_axis, math.nan)
-        if not math.isfinite(float(x)):
+        x = float(x)
+        if not math.isfinite(x):
             return None
-        mean, hi = self._band(np.array([float(x)]))
-        self._obs.append([float(step), float(x), float(loss), float(mean[0]), float(hi[0])])
-        if len(self._obs) < self.window:
+        mean, hi = self._band_at(x)
+        if len(self._obs) == self.window:
+            old = self._obs[0]
+            self._sums[0] -= old[2]
+            self._sums[1] -= old[3]
+            self._sums[2] -= old[4]
+        self._obs.append([float(step), x, float(loss), mean, hi])
+        self._sums[0] += float(loss)
+        self._sums[1] += mean
+        self._sums[2] += hi
+        n = len(self._obs)
+        if n < self.window:
             return None
-        losses = np.array([o[2] for o in self._obs])
-        means = np.array([o[3] for o in self._obs])
-        his = np.array([o[4] for o in self._obs])
-        expected = float(means.mean())
-        if not (math.isfinite(expected) and expected != 0 and np.isfinite(his).all()):
+        expected = self._sums[1] / n
+        hi_mean = self._sums[2] / n
+        if not (math.isfinite(expected) and expected != 0 and math.isfinite(hi_mean)):
             return None
-        smoothed = float(losses.mean())
+        smoothed = self._sums[0] / n
         excess = smoothed / expected - 1.0
-        band = float(his.mean()) / expected - 1.0
+        band = hi_mean / expected - 1.0
         scale = self.noise_scale()
         calibrated = len(self._calibration) >= self.min_calibration
         threshold = max(band + self.min_excess, self.z * scale if calibrated else math.inf)
@@ -483,7 +549,7 @@ class TrendDetector:
                     smoothed_loss=smoothed,
                     threshold=expected * (1 + threshold),
                     expected=expected,
-                    excess=smoothed - float(his.mean()),
+                    excess=smoothed - hi_mean,
                     excess_relative=excess,
                     reference_step=int(self.reference_step or 0),
                     level=self.level,
@@ -495,6 +561,7 @@ class TrendDetector:
             self._holding.append(excess)
             while len(self._holding) > self.window + self.patience:
                 self._calibration.append(self._holding.popleft())
+                self._scale_age += 1
         if self.behind:
             self.count = max(0, min(self.count, self.patience) - 1)
             if self.count == 0:
@@ -510,7 +577,7 @@ class TrendDetector:
             "reference": None if self.reference is None else plain(self.reference.to_dict()),
             "reference_step": self.reference_step,
             "reference_axis": self.reference_axis,
-            "fits": [[int(s), plain(f.to_dict()), a] for s, f, a in self._fits if f is not self.reference],
+            "fits": [[int(e[0]), plain(e[1].to_dict()), e[2]] for e in self._fits if e[1] is not self.reference],
             "window": int(self.window),
             "lag": float(self.lag),
             "obs": [list(map(float, o)) for o in self._obs],
@@ -527,15 +594,18 @@ class TrendDetector:
         self.reference = None if ref is None else fit_from_dict(ref)
         self.reference_step = state.get("reference_step")
         self.reference_axis = state.get("reference_axis", "step")
-        fits = [(int(s), fit_from_dict(d), a) for s, d, a in state.get("fits", [])]
+        fits = [(int(s), fit_from_dict(d), a, None) for s, d, a in state.get("fits", [])]
         if self.reference is not None:
-            fits.append((int(self.reference_step or 0), self.reference, self.reference_axis))
+            fits.append((int(self.reference_step or 0), self.reference, self.reference_axis, None))
         self._fits = deque(sorted(fits, key=lambda t: t[0]), maxlen=64)
         self.window = int(state.get("window", self.window))
         self.lag = float(state.get("lag", self.lag))
         self._obs = deque((list(map(float, o)) for o in state.get("obs", [])), maxlen=self.window)
         self._calibration = deque((float(v) for v in state.get("calibration", [])), maxlen=64)
         self._holding = deque(float(v) for v in state.get("holding", []))
+        self._scale_cache, self._grid = None, None
+        self._resum()
+        self._dirty = True
         self.count = int(state.get("count", 0))
         self.since_step = state.get("since_step")
         self.behind = bool(state.get("behind", False))
@@ -578,13 +648,22 @@ class DivergenceDetector:
         self.spikes_in_row = 0
         self.in_episode = False
         self.last_event: DivergenceEvent | None = None
+        self._stats: tuple[float, float] | None = None  # (median, noise) of the recent losses
+        self._stats_age = 0
 
     @property
     def diverged(self) -> bool:
         return self.nonfinite or self.spikes_in_row >= self.patience
 
+    def _baseline(self) -> tuple[float, float]:
+        if self._stats is None or self._stats_age >= 8:  # refreshed every 8 losses
+            r = np.asarray(self._recent) if self._recent else np.zeros(0)
+            self._stats = (float(np.median(r)) if r.size else math.nan, robust_noise(r))
+            self._stats_age = 0
+        return self._stats
+
     def observe(self, step: int, loss: float) -> DivergenceEvent | None:
-        baseline = float(np.median(self._recent)) if self._recent else math.nan
+        baseline, sigma = self._baseline()
         if not math.isfinite(loss):
             self.nonfinite = True
             event = None
@@ -595,8 +674,7 @@ class DivergenceDetector:
             return event
         self.nonfinite = False
         spiked = False
-        if len(self._recent) >= 8:
-            sigma = robust_noise(self._recent)
+        if len(self._recent) >= 8 and math.isfinite(baseline):
             limit = baseline + max(self.spike_ratio * abs(baseline), self.spike_sigma * sigma)
             spiked = loss > limit
         event = None
@@ -612,6 +690,7 @@ class DivergenceDetector:
             self.spikes_in_row = 0
             self.in_episode = False
             self._recent.append(float(loss))
+            self._stats_age += 1
         return event
 
     def state_dict(self) -> dict[str, Any]:
@@ -627,6 +706,7 @@ class DivergenceDetector:
         self.nonfinite = bool(state.get("nonfinite", False))
         self.spikes_in_row = int(state.get("spikes_in_row", 0))
         self.in_episode = bool(state.get("in_episode", False))
+        self._stats = None
 
 
 # -- stopping ------------------------------------------------------------------------------
@@ -677,18 +757,22 @@ def evaluate_stopping_criteria(
 
 # -- refits off the training thread --------------------------------------------------------
 class RefitRunner:
-    """Runs one refit at a time, on a daemon thread or inline.
+    """Runs one refit at a time, on a persistent daemon worker thread or inline.
 
-    ``submit`` starts a job unless one is running; ``poll`` returns the finished job's
-    ``(result, error, cpu_seconds)`` once, else None. The job's CPU time is measured with
-    ``time.thread_time`` so the caller can hold refits to a share of the training time.
+    ``submit`` hands a job to the worker unless one is pending or running (no thread is
+    created per job: starting a thread makes the caller wait for the GIL handoff);
+    ``poll`` returns the finished job's ``(result, error, cpu_seconds)`` once, else None.
+    The job's CPU time is measured with ``time.thread_time`` so the caller can hold refits to
+    a share of the training time.
     """
 
     def __init__(self, background: bool = True):
         self.background = bool(background)
         self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._job: Callable[[], Any] | None = None
+        self._running = False
         self._done: tuple[Any, BaseException | None, float] | None = None
-        self._lock = threading.Lock()
         self.cpu_seconds = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -701,36 +785,57 @@ class RefitRunner:
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._job is not None or self._running
 
-    def _run(self, fn: Callable[[], Any]) -> None:
+    def _execute(self, fn: Callable[[], Any]) -> tuple[Any, BaseException | None, float]:
         t0 = time.thread_time()
         result, error = None, None
         try:
             result = fn()
-        except BaseException as exc:  # reported to the caller, never raised on this thread
+        except BaseException as exc:  # reported to the caller, never raised on the worker
             error = exc
-        spent = time.thread_time() - t0
-        with self._lock:
-            self._done = (result, error, spent)
+        return result, error, time.thread_time() - t0
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None:
+                    self._cond.wait()
+                fn, self._job, self._running = self._job, None, True
+            done = self._execute(fn)
+            with self._cond:
+                self._done, self._running = done, False
+                self._cond.notify_all()
 
     def submit(self, fn: Callable[[], Any]) -> bool:
         if self.busy:
             return False
         if not self.background:
-            self._run(fn)
+            self._done = self._execute(fn)
             return True
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="lightning-scaling-refit", daemon=True)
-        self._thread.start()
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._worker, name="lightning-scaling-refit", daemon=True)
+                self._thread.start()
+            self._job = fn
+            self._cond.notify_all()
         return True
 
     def poll(self) -> tuple[Any, BaseException | None, float] | None:
-        with self._lock:
+        if self._done is None:  # cheap check first: poll runs every step
+            return None
+        with self._cond:
             done, self._done = self._done, None
         if done is not None:
             self.cpu_seconds += done[2]
         return done
 
     def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Block until no job is pending or running (at most ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._job is not None or self._running:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                self._cond.wait(remaining)

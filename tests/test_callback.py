@@ -52,8 +52,16 @@ class Regression(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def test_zero_configuration_forecasts_logs_and_writes_the_summary(tmp_path):
+def test_zero_configuration_refits_in_the_background_and_ends_with_a_fit_of_the_whole_run(tmp_path):
     mon = ScalingLawMonitor()
+    trainer = pl.Trainer(max_steps=150, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    trainer.fit(Regression())
+    assert mon._runner.background and mon.forecasts and mon.forecast.step == 150
+    assert (tmp_path / "scaling_summary.json").exists()
+
+
+def test_forecasts_logs_and_the_run_summary(tmp_path):
+    mon = ScalingLawMonitor(background=False)  # inline refits: what is logged when is deterministic
     logger = CSVLogger(tmp_path, name="run")
     trainer = pl.Trainer(max_steps=120, callbacks=[mon], logger=logger, log_every_n_steps=10, **FAST)
     trainer.fit(Regression())
@@ -67,7 +75,7 @@ def test_zero_configuration_forecasts_logs_and_writes_the_summary(tmp_path):
     assert mon.compute.flops_source.startswith("measured") and mon.compute.flops == 120 * 3 * 2 * 8 * 16
     metrics = trainer.callback_metrics
     for name in ("scaling/forecast_final_loss", "scaling/forecast_lower", "scaling/forecast_upper",
-                 "scaling/flops", "scaling/samples", "scaling/planned_steps"):
+                 "scaling/flops", "scaling/loss_smoothed", "scaling/behind_trend"):
         assert name in metrics, name
     logged = (tmp_path / "run" / "version_0" / "metrics.csv").read_text()
     assert "scaling/forecast_final_loss" in logged and "scaling/flops" in logged
