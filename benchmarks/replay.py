@@ -208,12 +208,7 @@ def main(argv=None) -> int:
         curves = [c for c in curves if any(r in c.run for r in args.runs)]
     t0 = time.perf_counter()
     seeds = [args.seed * 1000 + i for i in range(len(curves))]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(evaluate_curve, curves, [args.trials] * len(curves), seeds))
-    else:
-        rows = [evaluate_curve(c, args.trials, s) for c, s in zip(curves, seeds)]
-    for r in rows:
+    def show(r):
         f_ok = sum(f["detected"] for f in r["faults"])
         d_ok = sum(d["detected"] for d in r["drifts"])
         err = "  -  " if r["err_at_25"] is None else f"{100 * r['err_at_25']:5.1f}%"
@@ -221,7 +216,20 @@ def main(argv=None) -> int:
         above = "-" if r["stop_above_step"] is None else f"{r['stop_above_step']:.2f}"
         print(f"{r['set']:15s} {r['run'][:36]:36s} steps {r['n_steps']:5d} err@25 {err} "
               f"clean-warn {r['clean_behind_warnings']} fault {f_ok}/{len(r['faults'])} "
-              f"drift {d_ok}/{len(r['drifts'])} stop<{stop} stop>{above} ({r['seconds']:.0f}s)")
+              f"drift {d_ok}/{len(r['drifts'])} stop<{stop} stop>{above} ({r['seconds']:.0f}s)", flush=True)
+
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(evaluate_curve, c, args.trials, s) for c, s in zip(curves, seeds)]
+            rows = []
+            for fut in futures:
+                rows.append(fut.result())
+                show(rows[-1])
+    else:
+        rows = []
+        for c, s in zip(curves, seeds):
+            rows.append(evaluate_curve(c, args.trials, s))
+            show(rows[-1])
     s = summarize(rows)
     s["seconds"] = round(time.perf_counter() - t0, 1)
     print()

@@ -91,15 +91,18 @@ class _MonitorLogic:
             the batch (default: the module's ``tokens_per_batch`` attribute, else the element
             count of the batch's integer input tensor).
         patience: behind-trend checks (one per observation) in a row before the warning
-            (default: half the smoothing window, at least 3: a shift must outlast a bump).
+            (default: a quarter of the smoothing window, at least 3: a shift must outlast a bump).
         smoothing: observations averaged into the smoothed loss of a behind-trend check
             (default: 3% of the planned steps, at least 5 and at most 200; 5 for a metric
             given by ``monitor=``).
-        min_excess: relative margin above the band before a check counts (0.01 = 1%).
+        min_excess: relative margin above the band before a check counts (default 0.015: 1.5%).
         trend_lag: behind-trend checks compare with a fit whose data ended at least this
             fraction of the planned run earlier (of the steps so far when the end is
             unknown), so a slow drift is not absorbed by the fit it is tested against.
         trend_after: no behind-trend check before this fraction of the planned run.
+        trend_level: the level of the band behind-trend checks compare with (default 0.5:
+            the central half; the margin, the measured noise and ``patience`` guard against
+            false alarms, and a wide band would hide a shift of a few percent).
         stop_if_forecast_above: stop when, in ``forecast_patience`` forecasts in a row, even
             the optimistic (lower) end of the interval at the planned end is above this loss.
         stop_when_behind_trend: stop when a behind-trend warning is standing.
@@ -168,9 +171,10 @@ class _MonitorLogic:
         tokens_per_batch: Any = None,
         patience: int | None = None,
         smoothing: int | None = None,
-        min_excess: float = 0.01,
+        min_excess: float = 0.015,
         trend_lag: float = 0.05,
         trend_after: float = 0.05,
+        trend_level: float = 0.5,
         stop_if_forecast_above: float | None = None,
         stop_when_behind_trend: bool = False,
         stop_on_divergence: bool = False,
@@ -241,7 +245,10 @@ class _MonitorLogic:
         if patience is not None and not (isinstance(patience, int) and patience >= 1):
             raise InvalidInputError(f"patience must be a positive int or None, got {patience!r}")
         self.patience = patience
-        self.trend = TrendDetector(patience=patience or 3, window=smoothing or 5, min_excess=min_excess, level=level)
+        if not 0 < trend_level < 1:
+            raise InvalidInputError(f"trend_level must be in (0, 1), got {trend_level!r}")
+        self.trend = TrendDetector(patience=patience or 3, window=smoothing or 5, min_excess=min_excess,
+                                   level=trend_level)
         self.divergence = DivergenceDetector()
         self._forecasts: list[Forecast] = []
         self._stopped_reason: str | None = None
@@ -419,7 +426,7 @@ class _MonitorLogic:
             auto = 5 if (self.planned_steps is None or self.monitor is not None) else round(0.03 * self.planned_steps)
             self.trend.set_window(min(200, max(5, auto)))
         if self.patience is None:
-            self.trend.patience = max(3, self.trend.window // 2)
+            self.trend.patience = max(3, self.trend.window // 4)
         self.trend.schedule = self.schedule_lr
 
     def _planned_steps(self, trainer) -> float | None:
@@ -454,6 +461,10 @@ class _MonitorLogic:
     # -- per micro-batch -----------------------------------------------------------------------
     def _on_micro_batch(self, trainer, pl_module, outputs, batch) -> None:
         self.compute.count_micro_batch(pl_module, batch)
+        if self.compute.micro_batches == 1:
+            self._info(trainer, f"ScalingLawMonitor: FLOPs from {self.compute.flops_source}; tokens from "
+                       f"{self.compute.tokens_source}; planned end: {self.planned_steps} optimizer steps; "
+                       f"{self.schedule_reason}")
         if self.monitor is None:
             loss = _loss_of(outputs)
             if loss is not None:
@@ -578,7 +589,14 @@ class _MonitorLogic:
                     continue
                 span = self.planned_steps if self.planned_steps is not None else step
                 self.trend.lag = self.trend_lag * span
-                event = self.trend.observe(step, {"step": float(step), "tokens": tokens, "flops": flops}, loss)
+                try:
+                    event = self.trend.observe(step, {"step": float(step), "tokens": tokens, "flops": flops}, loss)
+                except Exception as exc:  # a fit that cannot be evaluated must not end training
+                    self.trend.reset_reference()
+                    self._warn(trainer, f"ScalingLawMonitor: the trend check at step {step} could not evaluate "
+                               f"its reference fit ({type(exc).__name__}: {exc}); it waits for the next fit",
+                               FitFailedWarning)
+                    continue
                 if event is not None and trainer is not None:
                     self._behind_event(trainer, pl_module, event)
             if trainer is not None and self.sinks:
@@ -637,6 +655,7 @@ class _MonitorLogic:
             lr=self.schedule_lr,
             level=self.level,
             target_loss=self.target_loss,
+            band_level=self.trend.level,
             extra_diagnostics={
                 "schedule": self.schedule_reason,
                 "flops_source": self.compute.flops_source,
@@ -788,10 +807,12 @@ class _MonitorLogic:
         self.warnings_emitted.append(message if step is None else f"step {step}: {message}")
         warnings.warn(message, category, stacklevel=3)
 
-    @staticmethod
-    def _info(trainer, message: str) -> None:
+    # Lightning's own logger tree, so messages show where its callbacks' do (set by each twin)
+    _logger = log
+
+    def _info(self, trainer, message: str) -> None:
         if trainer is None or trainer.is_global_zero:
-            log.info(message)
+            self._logger.info(message)
 
     # -- sinks ---------------------------------------------------------------------------------
     def _attach_tensorboard(self, trainer) -> None:
@@ -1051,3 +1072,4 @@ if _pl is not None:
 
     class ScalingLawMonitor(_MonitorLogic, _pl.Callback):
         __doc__ = _MonitorLogic.__doc__
+        _logger = logging.getLogger("pytorch_lightning.callbacks.scaling_law_monitor")

@@ -11,6 +11,8 @@ This module imports only where ``lightning.pytorch`` does.
 
 from __future__ import annotations
 
+import logging
+
 try:
     import lightning.pytorch as _lp
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -27,6 +29,7 @@ __all__ = ["ReplayModule", "ScalingLawMonitor"]
 
 class ScalingLawMonitor(_MonitorLogic, _lp.Callback):
     __doc__ = _MonitorLogic.__doc__
+    _logger = logging.getLogger("lightning.pytorch.callbacks.scaling_law_monitor")
 
 
 class ReplayModule(_ReplayLogic, _lp.LightningModule):

@@ -135,6 +135,7 @@ def make_forecast(
     level: float = 0.9,
     target_loss: float | None = None,
     extra_diagnostics: dict | None = None,
+    band_level: float | None = None,
 ) -> Forecast:
     """Refit the history and forecast the loss at ``target_step``.
 
@@ -148,6 +149,7 @@ def make_forecast(
         lr: the LR at every optimizer step 0..target_step, or None.
         level: the interval level.
         target_loss: also say the compute at which the expected loss reaches this.
+        band_level: the level of the tabulated band (``Forecast.band``; default ``level``).
     """
     from .compute import project_compute, step_at_compute
 
@@ -218,7 +220,7 @@ def make_forecast(
                 x_far = max(x_far, 1.01 * x_end)
         if x_last > 0:
             xs = np.geomspace(x_last, x_far, 513)
-            _lo, hi = fit.interval(xs, level=level)
+            _lo, hi = fit.interval(xs, level=band_level or level)
             band = (xs, np.asarray(fit.predict(xs), dtype=float), np.asarray(hi, dtype=float))
 
     diagnostics = dict(plain(getattr(fit, "diagnostics", {}) or {}))
@@ -304,18 +306,21 @@ class TrendDetector:
     towards a slow drift). The statistic is the relative excess of the mean of the last
     ``window`` losses over the mean of their expected losses; a check is positive when it
     exceeds the larger of the band (the fit's ``level`` upper end, relative to the expected
-    loss) and ``z`` noise scales, plus ``min_excess``. The noise scale is measured, not
-    assumed: the robust spread (MAD) of the same statistic over the past checks that were
-    not positive, so correlated noise and the law's short-range misfit count in it; no check
-    fires before ``min_calibration`` such samples exist. ``patience`` positive checks in a
-    row start an episode, reported once. While checks are positive the reference is frozen,
-    so a newer fit cannot absorb the shift being tested; an episode ends after as many
-    negative checks as there were positive ones.
+    loss) plus ``min_excess``, and ``z`` noise scales. The noise scale is measured, not
+    assumed: the robust spread (MAD) of the same statistic over past checks that were not
+    positive (each admitted only after ``window + patience`` later checks passed without an
+    episode, so the onset of a shift cannot widen the threshold meant to catch it), so
+    correlated noise and the law's short-range misfit count in it; no check fires before
+    ``max(min_calibration, 2 * window)`` such samples exist. ``patience`` positive checks in
+    a row start an episode, reported once. While checks are positive the reference is frozen,
+    so a newer fit cannot absorb the shift being tested; an episode ends after ``patience``
+    negative checks against it, or ``patience`` checks in a row within the band of the
+    newest eligible fit (the shift has become the run's trend, or the frozen fit was wrong).
 
     Args:
         patience: consecutive positive checks before an episode starts.
         window: observations in the smoothed loss.
-        min_excess: relative margin (0.01 = 1% of the expected loss).
+        min_excess: relative margin (0.015 = 1.5% of the expected loss).
         level: the band level.
         z: noise scales allowed above the expected loss.
         lag: the reference fit's data must end at least this many optimizer steps before the
@@ -324,7 +329,7 @@ class TrendDetector:
         schedule: the LR at every optimizer step (optional). A lagged reference is not
             extrapolated across a change of the LR by more than ``lr_change`` (relative):
             the newest fit made before the observation is used there instead. A fit whose
-            data ended less than ``lag`` steps after an abrupt LR change (more than
+            data ended less than ``2 * lag`` steps after an abrupt LR change (more than
             ``lr_change`` within 1% of the schedule) is never a reference: the loss is still
             adjusting to the new LR, and a law fitted then extrapolates that transient.
     """
@@ -333,7 +338,7 @@ class TrendDetector:
         self,
         patience: int = 3,
         window: int = 5,
-        min_excess: float = 0.01,
+        min_excess: float = 0.015,
         level: float = 0.9,
         z: float = 3.0,
         lag: float = 0.0,
@@ -367,6 +372,8 @@ class TrendDetector:
         self._sums = [0.0, 0.0, 0.0]  # window sums of loss, expected loss, band upper end
         self._dirty = True  # a fit was offered since the reference was last chosen
         self._next_select = 0.0
+        self._fresh: tuple | None = None  # while frozen: the fit that would be the reference
+        self._recovered = 0  # checks in a row within the fresh fit's band, while frozen
         self.count = 0
         self.since_step: int | None = None
         self.behind = False  # an episode is going on
@@ -379,6 +386,7 @@ class TrendDetector:
         if window != self.window:
             self.window = window
             self._obs = deque(self._obs, maxlen=window)
+            self._calibration = deque(self._calibration, maxlen=max(64, 6 * window))
             self._resum()
 
     # the reference fit
@@ -394,6 +402,14 @@ class TrendDetector:
         self._dirty = True
         return True
 
+    def reset_reference(self) -> None:
+        """Forget every fit (one could not be evaluated); checks resume with the next fit."""
+        self.reference, self.reference_step, self._grid = None, None, None
+        self._fits.clear()
+        self._obs.clear()
+        self._resum()
+        self.count, self.behind, self.since_step = 0, False, None
+
     @property
     def frozen(self) -> bool:
         return self.count > 0 or self.behind
@@ -403,9 +419,6 @@ class TrendDetector:
         self._dirty = False
         # with a schedule, an LR change can make a newer fit eligible at any step: look again soon
         self._next_select = step + (16 if self._schedule is not None else math.inf)
-        if self.frozen and self.reference is not None:
-            self._next_select = step + 1
-            return
         chosen = None
         for entry in self._fits:  # (data step, fit, axis, band table)
             if not self._settled(entry[0]):
@@ -414,12 +427,40 @@ class TrendDetector:
                 chosen = entry
             else:
                 self._next_select = min(self._next_select, entry[0] + self.lag)
+        if self.frozen and self.reference is not None:
+            # keep testing against the frozen reference; the newest eligible fit can end the episode
+            self._fresh = chosen if chosen is not None and chosen[1] is not self.reference else None
+            return
         if chosen is None or chosen[1] is self.reference:
             return
-        self.reference_step, self.reference, self.reference_axis, self._grid = chosen
+        self._adopt(chosen)
+
+    def _adopt(self, entry: tuple) -> None:
+        self.reference_step, self.reference, self.reference_axis, self._grid = entry
+        self._fresh = None
         while self._fits and self._fits[0][0] < self.reference_step:  # older ones are never needed again
             self._fits.popleft()
         self._rethreshold()
+
+    def _recovered_against_fresh(self, threshold_of: Callable[[float], float]) -> bool:
+        """While frozen: is the window within the band of the newest eligible fit?"""
+        entry = self._fresh
+        if entry is None:
+            return False
+        _step, fit, axis, table = entry
+        if axis != self.reference_axis:
+            return False
+        x = np.array([o[1] for o in self._obs])
+        if table is not None and table[0][0] <= x.min() and x.max() <= table[0][-1]:
+            mean, hi = np.interp(x, table[0], table[1]), np.interp(x, table[0], table[2])
+        else:
+            mean = np.atleast_1d(np.asarray(fit.predict(x), dtype=float))
+            hi = np.atleast_1d(np.asarray(fit.interval(x, level=self.level)[1], dtype=float))
+        expected = float(mean.mean())
+        if not (math.isfinite(expected) and expected != 0):
+            return False
+        excess = self._sums[0] / len(self._obs) / expected - 1.0
+        return excess <= threshold_of(float(hi.mean()) / expected - 1.0)
 
     @property
     def schedule(self) -> np.ndarray | None:
@@ -439,11 +480,11 @@ class TrendDetector:
             self._abrupt = np.flatnonzero(jump) + w  # steps at which an abrupt change completes
 
     def _settled(self, data_step: int) -> bool:
-        """No abrupt LR change in the ``lag`` steps before ``data_step``."""
+        """No abrupt LR change in the ``2 * lag`` steps before ``data_step``."""
         if self._abrupt.size == 0:
             return True
         i = np.searchsorted(self._abrupt, data_step, side="right")
-        return i == 0 or self._abrupt[i - 1] <= data_step - max(self.lag, 1.0)
+        return i == 0 or self._abrupt[i - 1] <= data_step - max(2.0 * self.lag, 1.0)
 
     def _lr_changed(self, data_step: int, step: int) -> bool:
         """Did the LR change by more than ``lr_change`` between a fit's data end and ``step``?"""
@@ -531,9 +572,24 @@ class TrendDetector:
         excess = smoothed / expected - 1.0
         band = hi_mean / expected - 1.0
         scale = self.noise_scale()
-        calibrated = len(self._calibration) >= self.min_calibration
-        threshold = max(band + self.min_excess, self.z * scale if calibrated else math.inf)
+        calibrated = len(self._calibration) >= max(self.min_calibration, 2 * self.window)
+
+        def threshold_of(band_relative: float) -> float:
+            return max(band_relative + self.min_excess, self.z * scale if calibrated else math.inf)
+
+        threshold = threshold_of(band)
         self.last_excess_relative = excess - threshold if calibrated else 0.0
+        if self.frozen and self._fresh is not None:
+            # the shift may have become the run's new trend (or the frozen fit was the wrong one):
+            # patience checks in a row within the newest eligible fit's band end the episode
+            self._recovered = self._recovered + 1 if self._recovered_against_fresh(threshold_of) else 0
+            if self._recovered >= self.patience:
+                self.count, self.behind, self.since_step, self._recovered = 0, False, None, 0
+                self._holding.clear()
+                self._adopt(self._fresh)
+                return None
+        else:
+            self._recovered = 0
         if calibrated and excess > threshold:
             if self.count == 0:
                 above = [o for o in self._obs if o[2] > o[3] * (1 + threshold)]
@@ -577,7 +633,8 @@ class TrendDetector:
             "reference": None if self.reference is None else plain(self.reference.to_dict()),
             "reference_step": self.reference_step,
             "reference_axis": self.reference_axis,
-            "fits": [[int(e[0]), plain(e[1].to_dict()), e[2]] for e in self._fits if e[1] is not self.reference],
+            # the 16 newest candidates at most: the checkpoint stays small whatever a fit holds
+            "fits": [[int(e[0]), plain(e[1].to_dict()), e[2]] for e in self._fits if e[1] is not self.reference][-16:],
             "window": int(self.window),
             "lag": float(self.lag),
             "obs": [list(map(float, o)) for o in self._obs],
@@ -601,7 +658,7 @@ class TrendDetector:
         self.window = int(state.get("window", self.window))
         self.lag = float(state.get("lag", self.lag))
         self._obs = deque((list(map(float, o)) for o in state.get("obs", [])), maxlen=self.window)
-        self._calibration = deque((float(v) for v in state.get("calibration", [])), maxlen=64)
+        self._calibration = deque((float(v) for v in state.get("calibration", [])), maxlen=max(64, 6 * self.window))
         self._holding = deque(float(v) for v in state.get("holding", []))
         self._scale_cache, self._grid = None, None
         self._resum()

@@ -311,3 +311,28 @@ def test_bad_options_are_one_clear_error():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ScalingLawMonitor(stop_if_forecast_above=3.0, stop_when_behind_trend=True)
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(16, 1, generator=g)
+        for _ in range(400):
+            x = torch.randn(8, 16, generator=g)
+            yield x, x @ w + 0.3 * torch.randn(8, 1, generator=g)
+
+
+class Streaming(Regression):
+    def train_dataloader(self):
+        return DataLoader(Stream(), batch_size=None)
+
+
+def test_an_unknown_end_forecasts_only_at_the_target_loss(tmp_path):
+    mon = ScalingLawMonitor(background=False, refit_every=25, target_loss=0.12, stop_if_forecast_above=0.1)
+    trainer = pl.Trainer(max_epochs=1, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    with pytest.warns(ls.ScalingWarning, match="stop_if_forecast_above needs the planned end"):
+        trainer.fit(Streaming())
+    assert mon.planned_steps is None and trainer.global_step == 400 and mon.stopped_reason is None
+    f = mon.forecast
+    assert f.target_step is None and math.isnan(f.final_loss) and math.isnan(f.lower)
+    assert f.target_loss == 0.12 and (math.isinf(f.steps_to_target) or f.steps_to_target > 0)

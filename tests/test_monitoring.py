@@ -64,18 +64,39 @@ def test_the_reference_fit_is_frozen_while_checks_are_positive():
     rng = np.random.default_rng(1)
     steps = np.arange(1, 401)
     fit = ls.fit_curve(steps, curve(steps, rng))
-    det = TrendDetector(patience=50, window=3, min_calibration=0)
+    det = TrendDetector(patience=5, window=3, min_calibration=0)
     assert det.offer_fit(fit, 400)
-    for s in range(401, 411):
+    for s in range(401, 431):  # in control: the noise scale is calibrated
+        det.observe(s, float(s), float(curve([s], rng)[0]))
+    for s in range(431, 434):
         det.observe(s, float(s), float(curve([s], rng)[0]) * 1.05)
-    assert det.count > 0 and det.reference is fit
-    later = ls.fit_curve(np.arange(1, 411), curve(np.arange(1, 411), rng))
-    det.offer_fit(later, 410)
-    det.observe(411, 411.0, float(curve([411], rng)[0]) * 1.05)
+    assert 0 < det.count < 5 and det.reference is fit
+    later = ls.fit_curve(np.arange(1, 434), curve(np.arange(1, 434), rng))
+    det.offer_fit(later, 433)
+    det.observe(434, 434.0, float(curve([434], rng)[0]) * 1.05)
     assert det.reference is fit  # frozen: the newer fit saw the shift being tested
-    for s in range(412, 470):
+    for s in range(435, 480):
         det.observe(s, float(s), float(curve([s], rng)[0]))
     assert det.count == 0 and det.reference is later  # back within the band: follows the newest fit
+
+
+def test_an_episode_ends_when_the_shift_has_become_the_trend():
+    rng = np.random.default_rng(3)
+    steps = np.arange(1, 3001)
+    loss = curve(steps, rng)
+    loss[steps > 1000] *= 1.03
+    det = TrendDetector(patience=3, window=5, lag=100)
+    started = ended = None
+    for s in steps[400:]:
+        if s % 50 == 0:
+            det.offer_fit(ls.fit_curve(steps[:s], loss[:s]), int(s))
+        was = det.behind
+        if det.observe(int(s), float(s), float(loss[s - 1])) is not None:
+            started = s
+        if was and not det.behind:
+            ended = s
+    assert 1000 < started < 1030 and det.episodes == 1
+    assert ended is not None and started < ended < 1600 and det.reference_step > 1000
 
 
 def test_the_reference_lags_the_observations():

@@ -85,7 +85,7 @@ def test_an_injected_fault_is_caught_soon_and_the_clean_curve_raises_nothing(tmp
     def fault(step, loss):
         return loss * 1.05 if step >= fault_at else loss
 
-    with pytest.warns(ls.BehindTrendWarning, match=r"above the upper end of the 90% band") as caught:
+    with pytest.warns(ls.BehindTrendWarning, match=r"above the upper end of the 50% band") as caught:
         module, mon = run_replay(tmp_path, perturb=fault, stop_when_behind_trend=True)
     messages = [str(w.message) for w in caught if issubclass(w.category, ls.BehindTrendWarning)]
     assert len(messages) == 1
