@@ -13,6 +13,7 @@ and adding a file never moves another one across the split.
 
 from __future__ import annotations
 
+import functools
 import os
 import sysconfig
 import zlib
@@ -97,11 +98,19 @@ def is_validation(key: str, val_fraction: float) -> bool:
 def load_split(source="stdlib", val_fraction: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """(train_bytes, val_bytes) as uint8 arrays, files joined by ``FILE_SEPARATOR``.
 
+    Read once per process and corpus (a sweep trains many models on the same bytes); the
+    arrays are shared, so treat them as read-only.
+
     A single file cannot be split by file; it is split by position instead (the last
     ``val_fraction`` of its bytes go to validation).
     """
     if not 0.0 < val_fraction < 1.0:
         raise CorpusError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    return _load_split(str(source), float(val_fraction))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_split(source: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     files = corpus_files(source)
     if len(files) == 1:
         data = np.frombuffer(bytearray(files[0][0].read_bytes()), dtype=np.uint8)

@@ -31,7 +31,7 @@ import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 
-from gpt.data import ByteDataModule, CorpusError  # noqa: E402
+from gpt.data import ByteDataModule, ByteWindows, CorpusError  # noqa: E402
 from gpt.model import GPTConfig, flops_per_token  # noqa: E402
 from gpt.module import GPTLightningModule, OptimConfig  # noqa: E402
 
@@ -65,6 +65,8 @@ class Preset:
         data: corpus, see ``gpt.data.corpus_files``.
         num_workers: DataLoader workers.
         report_every: print a progress line every this many steps.
+        final_eval_batches: batches of fresh training windows on which the final model's
+            loss is measured at the end (the "final loss reached" the forecasts are judged by).
     """
 
     name: str
@@ -81,15 +83,16 @@ class Preset:
     data: str = "stdlib"
     num_workers: int = 0
     report_every: int = 100
+    final_eval_batches: int = 64
 
 
 PRESETS = {
-    # 2 CPU cores, about 2.5 minutes: 0.8M non-embedding parameters, 4,096 tokens per step.
+    # 2 CPU cores, about 2.5 minutes: 0.22M non-embedding parameters, 8,192 tokens per step.
     "cpu": Preset(
         name="cpu",
-        model=GPTConfig(seq_len=128, n_layer=4, n_head=4, d_model=128),
-        optim=OptimConfig(lr=3e-3, warmup_steps=60, min_lr_ratio=0.1, weight_decay=0.1),
-        batch_size=32, max_steps=1200, threads=2, val_every=300, val_batches=8, report_every=100,
+        model=GPTConfig(seq_len=128, n_layer=2, n_head=3, d_model=96),
+        optim=OptimConfig(lr=6e-3, warmup_steps=40, min_lr_ratio=0.1, weight_decay=0.1),
+        batch_size=64, max_steps=800, threads=None, val_every=200, val_batches=4, report_every=50,
     ),
     # One H100/H200: 42.5M non-embedding parameters, 131k tokens per step, bf16, compiled;
     # about 10 minutes at ~35% MFU (0.74B tokens, ~17 tokens per parameter).
@@ -99,13 +102,15 @@ PRESETS = {
         optim=OptimConfig(lr=1.5e-3, warmup_steps=250, min_lr_ratio=0.1, weight_decay=0.1),
         batch_size=128, max_steps=5600, accelerator="gpu", precision="bf16-mixed", compile=True,
         val_every=500, val_batches=20, data="python", num_workers=4, report_every=250,
+        final_eval_batches=16,
     ),
     # CI: a few dozen steps of a tiny model, seconds on a CPU.
     "smoke": Preset(
         name="smoke",
         model=GPTConfig(seq_len=64, n_layer=2, n_head=2, d_model=64),
         optim=OptimConfig(lr=3e-3, warmup_steps=5, min_lr_ratio=0.1),
-        batch_size=16, max_steps=48, threads=2, val_every=24, val_batches=2, report_every=12,
+        batch_size=16, max_steps=48, threads=1, val_every=24, val_batches=2, report_every=12,
+        final_eval_batches=4,
     ),
 }
 PRESETS["gpu-tiny"] = replace(
@@ -114,7 +119,8 @@ PRESETS["gpu-tiny"] = replace(
     PRESETS["gpu"], name="gpu-tiny", accelerator="cpu",
     model=GPTConfig(seq_len=64, n_layer=2, n_head=2, d_model=64),
     optim=replace(PRESETS["gpu"].optim, warmup_steps=5), batch_size=8, max_steps=24,
-    val_every=12, val_batches=2, data="stdlib", num_workers=0, threads=2, report_every=6,
+    val_every=12, val_batches=2, data="stdlib", num_workers=0, threads=1, report_every=6,
+    final_eval_batches=2,
 )
 
 
@@ -221,10 +227,48 @@ def build_monitor(args, total_steps: int):
     return ScalingLawMonitor(**kwargs), None
 
 
+def monitor_final_loss(logger) -> float | None:
+    """The run summary's final_loss: the monitor's own smoothing of the last steps' losses."""
+    path = Path(logger.log_dir) / "scaling_summary.json"
+    try:
+        value = json.loads(path.read_text()).get("final_loss")
+    except (OSError, ValueError):
+        return None
+    return float(value) if value is not None else None
+
+
 def forecast_at(monitor, step: int):
     """The latest forecast made at or before ``step`` (None if there is none)."""
     made = [f for f in getattr(monitor, "forecasts", None) or [] if f.step <= step]
     return made[-1] if made else None
+
+
+@torch.no_grad()
+def final_training_loss(module: GPTLightningModule, train_bytes, batches: int, seed: int,
+                        precision: str) -> float:
+    """Mean loss (nats/byte) of the final model on ``batches`` batches of random training windows.
+
+    The forecast predicts the expected training loss at the last step. The per-step training
+    loss scatters by several percent from batch to batch (files differ a lot), so the loss
+    "actually reached" is measured on many fresh batches of the same distribution instead of
+    being read off the last few steps. Windows are drawn with their own seed; a few overlap
+    bytes seen once during training, which a model this size cannot have memorised.
+    """
+    windows = ByteWindows(train_bytes, module.config.seq_len)
+    generator = torch.Generator().manual_seed(1_000_003 + seed)
+    picks = torch.randint(len(windows), (batches * module.batch_size,), generator=generator)
+    was_training = module.training
+    module.eval()
+    total, count = 0.0, 0
+    autocast = torch.autocast(module.device.type, dtype=torch.bfloat16,
+                              enabled=precision.startswith("bf16"))
+    with autocast:
+        for chunk in picks.split(module.batch_size):
+            inputs, targets = (torch.stack(t).to(module.device) for t in zip(*(windows[int(i)] for i in chunk)))
+            total += float(module(inputs, targets)) * len(chunk)
+            count += len(chunk)
+    module.train(was_training)
+    return total / count
 
 
 def smoothed_final(losses: list[float], fraction: float = 0.02) -> float:
@@ -254,6 +298,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--min-lr-ratio", type=float, default=None,
+                        help="final LR of the cosine as a fraction of the peak")
     parser.add_argument("--n-layer", type=int, default=None)
     parser.add_argument("--d-model", type=int, default=None)
     parser.add_argument("--n-head", type=int, default=None)
@@ -278,7 +324,9 @@ def resolve_preset(args) -> Preset:
     optim = replace(preset.optim, fault_step=args.inject_fault,
                     lr=args.lr if args.lr is not None else preset.optim.lr,
                     warmup_steps=preset.optim.warmup_steps if args.warmup_steps is None
-                    else args.warmup_steps)
+                    else args.warmup_steps,
+                    min_lr_ratio=preset.optim.min_lr_ratio if args.min_lr_ratio is None
+                    else args.min_lr_ratio)
     preset = replace(preset, model=model, optim=optim,
                      batch_size=args.batch_size or preset.batch_size,
                      max_steps=args.max_steps or preset.max_steps,
@@ -342,7 +390,10 @@ def train(args: argparse.Namespace) -> dict:
     trainer.fit(module, datamodule=data)
 
     losses = record.loss_history()
-    result = summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start)
+    final_loss = final_training_loss(module, data.train_bytes, preset.final_eval_batches,
+                                     args.seed, preset.precision)
+    result = summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start,
+                       final_loss)
     if trainer.is_global_zero:
         print_report(result)
         if args.json_path:
@@ -350,7 +401,8 @@ def train(args: argparse.Namespace) -> dict:
     return result
 
 
-def summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start) -> dict:
+def summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start,
+              final_loss) -> dict:
     steps = trainer.global_step
     tokens_per_step = module.tokens_per_batch * trainer.world_size
     rate = record.tokens_per_second(module, trainer)
@@ -371,6 +423,9 @@ def summarize(args, preset, trainer, module, monitor, record, losses, logger, wa
 
     return {
         "preset": preset.name,
+        "model": dataclasses.asdict(preset.model),
+        "optim": dataclasses.asdict(preset.optim),
+        "batch_size": preset.batch_size,
         "log_dir": logger.log_dir,
         "tensorboard_root": str(Path(logger.root_dir).parent),
         "summary_file": str(Path(logger.log_dir) / "scaling_summary.json"),
@@ -379,8 +434,11 @@ def summarize(args, preset, trainer, module, monitor, record, losses, logger, wa
         "planned_steps": preset.max_steps,
         "tokens": steps * tokens_per_step,
         "flops": steps * tokens_per_step * flops_per_token(preset.model),
-        "final_train_loss": smoothed_final(losses),
-        "final_train_loss_how": "mean training loss over the last 2% of steps (>= 10 steps)",
+        "final_train_loss": final_loss,
+        "final_train_loss_how": (f"the final model on {preset.final_eval_batches * preset.batch_size:,} "
+                                 "random training windows"),
+        "final_train_loss_last_steps": smoothed_final(losses),
+        "monitor_final_loss": monitor_final_loss(logger),
         "final_val_loss": float(val) if val is not None else None,
         "forecast_25": as_dict(forecast_at(monitor, preset.max_steps // 4)) if monitor else None,
         "forecast_50": as_dict(forecast_at(monitor, preset.max_steps // 2)) if monitor else None,
@@ -389,6 +447,7 @@ def summarize(args, preset, trainer, module, monitor, record, losses, logger, wa
         "device": device_name or f"cpu ({torch.get_num_threads()} threads)",
         "mfu": mfu,
         "wall_seconds": time.perf_counter() - wall_start,
+        "train_losses": losses,
     }
 
 
@@ -398,14 +457,27 @@ def print_report(r: dict) -> None:
     if r["stopped_reason"]:
         print(f"stopped early by the scaling monitor: {r['stopped_reason']}")
     final = r["final_train_loss"]
-    print(f"final training loss {final:.4f} nats/byte ({final / math.log(2):.3f} bits/byte; "
-          f"{r['final_train_loss_how']})")
+    print(f"final training loss {final:.4f} nats/byte ({final / math.log(2):.3f} bits/byte): "
+          f"{r['final_train_loss_how']}")
+    extra = f"mean of the last 2% of steps' losses {r['final_train_loss_last_steps']:.4f}"
+    if r["monitor_final_loss"] is not None:
+        extra += f"; the monitor's smoothed last loss {r['monitor_final_loss']:.4f}"
+    print(f"  (per-step losses scatter: {extra})")
     if r["final_val_loss"] is not None:
         print(f"final validation loss {r['final_val_loss']:.4f} nats/byte")
-    for key, label in (("forecast_25", "25%"), ("forecast_50", "50%")):
-        f = r[key]
+    for key, fraction in (("forecast_25", 0.25), ("forecast_50", 0.5)):
+        f, label = r[key], f"{fraction:.0%}"
+        if r["steps"] < fraction * r["planned_steps"]:
+            print(f"forecast made at {label} of the run: the run stopped before step "
+                  f"{int(fraction * r['planned_steps'])}")
+            continue
         if f is None:
             print(f"forecast made at {label} of the run: none")
+            continue
+        if r["steps"] < r["planned_steps"]:
+            print(f"forecast made at {label} of the run (step {f['step']}): {f['final_loss']:.4f} "
+                  f"[{f['lower']:.4f}, {f['upper']:.4f}] nats/byte at step {r['planned_steps']}, "
+                  "which the run did not reach")
             continue
         error = (f["final_loss"] - final) / final
         print(f"forecast made at {label} of the run (step {f['step']}): {f['final_loss']:.4f} "
