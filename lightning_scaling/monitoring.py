@@ -329,7 +329,7 @@ class TrendDetector:
         schedule: the LR at every optimizer step (optional). A lagged reference is not
             extrapolated across a change of the LR by more than ``lr_change`` (relative):
             the newest fit made before the observation is used there instead. A fit whose
-            data ended less than ``2 * lag`` steps after an abrupt LR change (more than
+            data ended less than ``2 * lag`` steps after an abrupt LR drop (by more than
             ``lr_change`` within 1% of the schedule) is never a reference: the loss is still
             adjusting to the new LR, and a law fitted then extrapolates that transient.
     """
@@ -476,7 +476,9 @@ class TrendDetector:
             a, b = lr[:-w], lr[w:]
             top = np.maximum(np.abs(a), np.abs(b))
             with np.errstate(invalid="ignore", divide="ignore"):
-                jump = np.where(top > 0, np.abs(a - b) / top, 0.0) > self.lr_change
+                # drops only: after a warm-up the loss follows a law again at once, while after
+                # a drop it keeps falling for a while (the annealing response)
+                jump = np.where(top > 0, (a - b) / top, 0.0) > self.lr_change
             self._abrupt = np.flatnonzero(jump) + w  # steps at which an abrupt change completes
 
     def _settled(self, data_step: int) -> bool:
