@@ -133,6 +133,21 @@ def test_missing_corpus_is_one_line_and_exit_status_2(tmp_path, capsys):
         load_split(tmp_path)
 
 
+def test_presets_scale_validation_with_the_run_and_refuse_a_missing_gpu():
+    from gpt import train
+
+    cpu = train.PRESETS["cpu"]
+    half = train.resolve_preset(train.parse_args(["--preset", "cpu", "--max-steps", str(cpu.max_steps // 2)]))
+    assert half.val_every == round(cpu.val_every / 2)
+    followed = train.resolve_preset(train.parse_args(["--preset", "cpu", "--monitor", "val_loss"]))
+    assert cpu.max_steps // followed.val_every >= 20  # enough validation points to fit
+    fault = train.resolve_preset(train.parse_args(["--preset", "cpu", "--inject-fault", "300"]))
+    assert fault.optim.fault_step == 300 and fault.optim.fault_factor == 10.0
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+            train.resolve_preset(train.parse_args(["--preset", "gpu"]))
+
+
 # ---------------------------------------------------------------- end to end (smoke)
 
 def test_train_smoke_end_to_end(tmp_path):

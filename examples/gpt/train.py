@@ -65,7 +65,7 @@ class Preset:
         data: corpus, see ``gpt.data.corpus_files``.
         num_workers: DataLoader workers.
         report_every: print a progress line every this many steps.
-        final_eval_batches: batches of fresh training windows on which the final model's
+        final_eval_windows: fresh training windows (sequences) on which the final model's
             loss is measured at the end (the "final loss reached" the forecasts are judged by).
     """
 
@@ -83,7 +83,7 @@ class Preset:
     data: str = "stdlib"
     num_workers: int = 0
     report_every: int = 100
-    final_eval_batches: int = 64
+    final_eval_windows: int = 4096
 
 
 PRESETS = {
@@ -102,7 +102,7 @@ PRESETS = {
         optim=OptimConfig(lr=1.5e-3, warmup_steps=250, min_lr_ratio=0.1, weight_decay=0.1),
         batch_size=128, max_steps=5600, accelerator="gpu", precision="bf16-mixed", compile=True,
         val_every=500, val_batches=20, data="python", num_workers=4, report_every=250,
-        final_eval_batches=16,
+        final_eval_windows=2048,
     ),
     # CI: a few dozen steps of a tiny model, seconds on a CPU.
     "smoke": Preset(
@@ -110,7 +110,7 @@ PRESETS = {
         model=GPTConfig(seq_len=64, n_layer=2, n_head=2, d_model=64),
         optim=OptimConfig(lr=3e-3, warmup_steps=5, min_lr_ratio=0.1),
         batch_size=16, max_steps=48, threads=1, val_every=24, val_batches=2, report_every=12,
-        final_eval_batches=4,
+        final_eval_windows=64,
     ),
 }
 PRESETS["gpu-tiny"] = replace(
@@ -120,7 +120,7 @@ PRESETS["gpu-tiny"] = replace(
     model=GPTConfig(seq_len=64, n_layer=2, n_head=2, d_model=64),
     optim=replace(PRESETS["gpu"].optim, warmup_steps=5), batch_size=8, max_steps=24,
     val_every=12, val_batches=2, data="stdlib", num_workers=0, threads=1, report_every=6,
-    final_eval_batches=2,
+    final_eval_windows=16,
 )
 
 
@@ -244,9 +244,9 @@ def forecast_at(monitor, step: int):
 
 
 @torch.no_grad()
-def final_training_loss(module: GPTLightningModule, train_bytes, batches: int, seed: int,
+def final_training_loss(module: GPTLightningModule, train_bytes, n_windows: int, seed: int,
                         precision: str) -> float:
-    """Mean loss (nats/byte) of the final model on ``batches`` batches of random training windows.
+    """Mean loss (nats/byte) of the final model on ``n_windows`` random training windows.
 
     The forecast predicts the expected training loss at the last step. The per-step training
     loss scatters by several percent from batch to batch (files differ a lot), so the loss
@@ -256,7 +256,7 @@ def final_training_loss(module: GPTLightningModule, train_bytes, batches: int, s
     """
     windows = ByteWindows(train_bytes, module.config.seq_len)
     generator = torch.Generator().manual_seed(1_000_003 + seed)
-    picks = torch.randint(len(windows), (batches * module.batch_size,), generator=generator)
+    picks = torch.randint(len(windows), (max(1, n_windows),), generator=generator)
     was_training = module.training
     module.eval()
     total, count = 0.0, 0
@@ -327,9 +327,15 @@ def resolve_preset(args) -> Preset:
                     else args.warmup_steps,
                     min_lr_ratio=preset.optim.min_lr_ratio if args.min_lr_ratio is None
                     else args.min_lr_ratio)
+    max_steps = args.max_steps or preset.max_steps
+    # validation keeps its share of the run; a forecast of the validation loss needs points
+    # (a fit wants a dozen or more), so it validates every 4% of the run instead
+    val_every = max(1, round(preset.val_every * max_steps / preset.max_steps))
+    if args.monitor == "val_loss":
+        val_every = max(1, max_steps // 25)
     preset = replace(preset, model=model, optim=optim,
                      batch_size=args.batch_size or preset.batch_size,
-                     max_steps=args.max_steps or preset.max_steps,
+                     max_steps=max_steps, val_every=val_every,
                      threads=args.threads or preset.threads,
                      compile=preset.compile and not args.no_compile,
                      data=args.data or preset.data,
@@ -390,7 +396,7 @@ def train(args: argparse.Namespace) -> dict:
     trainer.fit(module, datamodule=data)
 
     losses = record.loss_history()
-    final_loss = final_training_loss(module, data.train_bytes, preset.final_eval_batches,
+    final_loss = final_training_loss(module, data.train_bytes, preset.final_eval_windows,
                                      args.seed, preset.precision)
     result = summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start,
                        final_loss)
@@ -435,11 +441,12 @@ def summarize(args, preset, trainer, module, monitor, record, losses, logger, wa
         "tokens": steps * tokens_per_step,
         "flops": steps * tokens_per_step * flops_per_token(preset.model),
         "final_train_loss": final_loss,
-        "final_train_loss_how": (f"the final model on {preset.final_eval_batches * preset.batch_size:,} "
-                                 "random training windows"),
+        "final_train_loss_how": (f"the final model on {preset.final_eval_windows:,} random "
+                                 f"training windows of {preset.model.seq_len} bytes"),
         "final_train_loss_last_steps": smoothed_final(losses),
         "monitor_final_loss": monitor_final_loss(logger),
         "final_val_loss": float(val) if val is not None else None,
+        "monitored": args.monitor,
         "forecast_25": as_dict(forecast_at(monitor, preset.max_steps // 4)) if monitor else None,
         "forecast_50": as_dict(forecast_at(monitor, preset.max_steps // 2)) if monitor else None,
         "stopped_reason": getattr(monitor, "stopped_reason", None),
@@ -465,6 +472,10 @@ def print_report(r: dict) -> None:
     print(f"  (per-step losses scatter: {extra})")
     if r["final_val_loss"] is not None:
         print(f"final validation loss {r['final_val_loss']:.4f} nats/byte")
+    reached = final
+    if r["monitored"] == "val_loss" and r["final_val_loss"] is not None:
+        reached = r["final_val_loss"]
+        print("(the forecasts follow the validation loss: compared with the final validation loss)")
     for key, fraction in (("forecast_25", 0.25), ("forecast_50", 0.5)):
         f, label = r[key], f"{fraction:.0%}"
         if r["steps"] < fraction * r["planned_steps"]:
@@ -479,7 +490,7 @@ def print_report(r: dict) -> None:
                   f"[{f['lower']:.4f}, {f['upper']:.4f}] nats/byte at step {r['planned_steps']}, "
                   "which the run did not reach")
             continue
-        error = (f["final_loss"] - final) / final
+        error = (f["final_loss"] - reached) / reached
         print(f"forecast made at {label} of the run (step {f['step']}): {f['final_loss']:.4f} "
               f"[{f['lower']:.4f}, {f['upper']:.4f}] nats/byte -> error {error:+.2%} vs reached")
     if r["tokens_per_second"]:
