@@ -111,6 +111,13 @@ class TimedMonitor(ScalingLawMonitor):
         super().__init__(**kw)
         self.hook_cpu: list[float] = []
         self.hook_wall: list[float] = []
+        self.refit_cpu: list[float] = []
+
+    def _poll_refit(self, trainer, pl_module):
+        before = self._runner.cpu_seconds
+        super()._poll_refit(trainer, pl_module)
+        if self._runner.cpu_seconds > before:
+            self.refit_cpu.append(self._runner.cpu_seconds - before)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         c0, w0 = time.thread_time(), time.perf_counter()
@@ -236,6 +243,8 @@ def main(argv=None) -> int:
         "hook_cpu_us_per_step_after_first": [1e6 * float(np.mean(mon.hook_cpu[1:])) for mon in monitors],
         "hook_first_step_ms": [1e3 * mon.hook_wall[0] for mon in monitors],
         "hook_worst_ms": [1e3 * max(mon.hook_wall) for mon in monitors],
+        "hook_worst_ms_after_first": [1e3 * max(mon.hook_wall[1:]) for mon in monitors],
+        "refit_cpu_ms_max": [1e3 * max(mon.refit_cpu) if mon.refit_cpu else 0.0 for mon in monitors],
         "refits_per_run": refits,
         "refit_cpu_share": [c / t for c, t in zip(refit_cpu, train_seconds)],
         "history_points_after_run": hist_points,
@@ -257,9 +266,10 @@ def main(argv=None) -> int:
           f" of training time ({', '.join(f'{u:.0f}' for u in out['hook_cpu_us_per_step'])} us CPU per step, "
           f"{', '.join(f'{u:.0f}' for u in out['hook_cpu_us_per_step_after_first'])} after the first step, whose "
           f"one-time FLOP measurement took {', '.join(f'{u:.0f}' for u in out['hook_first_step_ms'])} ms; worst "
-          f"single hook {max(out['hook_worst_ms']):.1f} ms wall) + refits on their thread "
+          f"single hook after it {max(out['hook_worst_ms_after_first']):.1f} ms wall) + refits on their thread "
           f"{', '.join(f'{100 * s:.2f}%' for s in out['refit_cpu_share'])} CPU")
-    print(f"refits per monitored run: {refits}")
+    print(f"refits per monitored run: {refits}; the longest refit took {max(out['refit_cpu_ms_max']):.1f} ms CPU "
+          f"on its thread (the most a step could wait for the GIL behind it)")
     print(f"history: {hist_points} stored points after {args.steps} steps; {million_points} points and "
           f"{million_bytes / 1e3:.0f} kB of state after 1,000,000 steps   target <= 4096 points, < 1 MB")
     print(f"FLOPs source: {out['flops_source']}")

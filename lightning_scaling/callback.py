@@ -137,7 +137,8 @@ class _MonitorLogic:
         ``scaling/tokens`` (cumulative tokens, all processes), ``scaling/flops`` (cumulative
         FLOPs, all processes), ``scaling/loss_smoothed`` (mean of the last 5 observations,
         with each new forecast),
-        ``scaling/behind_trend`` (1 while a behind-trend warning stands, else 0),
+        ``scaling/behind_trend`` (1 while a behind-trend warning stands, else 0; when it
+        changes and with each new forecast),
         ``scaling/steps_to_target`` (optimizer steps), ``scaling/tokens_to_target`` (tokens),
         ``scaling/flops_to_target`` (FLOPs) where the expected loss reaches ``target_loss``,
         ``scaling/stopped`` (1 at the step the monitor stops the run).
@@ -277,6 +278,7 @@ class _MonitorLogic:
         self._hook_seconds = 0.0  # wall time spent in on_train_batch_end, counted in the budget
         self._loss_factor = 1
         self._logged_forecast: Forecast | None = None
+        self._logged_behind: bool | None = None
 
     # -- public read-outs --------------------------------------------------------------------
     @property
@@ -776,12 +778,11 @@ class _MonitorLogic:
     def _log(self, pl_module) -> None:
         # few keys, and a forecast only when it is new: Lightning's self.log costs a few hundred
         # microseconds per call, more than the rest of the monitor's step
-        values = {
-            "scaling/tokens": self.compute.tokens,
-            "scaling/flops": self.compute.flops,
-            "scaling/behind_trend": 1.0 if self.trend.behind else 0.0,
-        }
+        values = {"scaling/tokens": self.compute.tokens, "scaling/flops": self.compute.flops}
         f = self.forecast
+        if self.trend.behind != self._logged_behind or (f is not None and f is not self._logged_forecast):
+            self._logged_behind = self.trend.behind
+            values["scaling/behind_trend"] = 1.0 if self.trend.behind else 0.0
         if f is not None and f is not self._logged_forecast:
             self._logged_forecast = f
             recent = self.history.last(5)
