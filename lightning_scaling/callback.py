@@ -79,8 +79,11 @@ class _MonitorLogic:
             only at ``target_loss``.
         refit_every: refit every this many optimizer steps. ``None`` (default): a candidate
             every 1/200 of the planned run (at least 4 steps; when the end is unknown, a
-            cadence that doubles as the run does), skipped while refits have used more than
-            ``max_overhead`` of the training time (CPU seconds of the refit thread).
+            cadence that doubles as the run does); after the first refit, a candidate is
+            skipped while the monitor (the refits' CPU time plus its per-step hook) has used
+            more than ``max_overhead`` of the training time. Candidates are also the steps at
+            which stop decisions are reduced across processes: a function of the step only,
+            the same on every rank (only rank zero refits).
         level: probability content of the forecast interval (default 0.9).
         target_loss: also forecast the steps, tokens and FLOPs at which the expected loss
             reaches this (defaults to ``stop_if_forecast_above`` when that is set).
@@ -98,8 +101,9 @@ class _MonitorLogic:
         min_excess: relative margin above the band before a check counts (default 0.015: 1.5%).
         trend_lag: behind-trend checks compare with a fit whose data ended at least this
             fraction of the planned run earlier (of the steps so far when the end is
-            unknown), so a slow drift is not absorbed by the fit it is tested against.
-        trend_after: no behind-trend check before this fraction of the planned run.
+            unknown; default 0.05), so a slow drift is not absorbed by the fit it is tested
+            against.
+        trend_after: no behind-trend check before this fraction of the planned run (0.05).
         trend_level: the level of the band behind-trend checks compare with (default 0.5:
             the central half; the margin, the measured noise and ``patience`` guard against
             false alarms, and a wide band would hide a shift of a few percent).
