@@ -84,15 +84,27 @@ def test_bad_config_is_one_clear_error():
         GPTConfig(d_model=30, n_head=4)
 
 
-def test_schedule_warms_up_decays_and_injects_the_fault():
+def test_schedule_warms_up_then_decays():
     s = WarmupCosine(warmup_steps=10, total_steps=110, min_ratio=0.1)
     assert 0 < s(0) < s(5) < s(9) <= 1.0
     assert s(10) == pytest.approx(1.0)
     assert s(60) == pytest.approx(0.55)
     assert s(110) == pytest.approx(0.1) and s(500) == pytest.approx(0.1)
-    faulty = WarmupCosine(10, 110, 0.1, fault_step=50, fault_factor=10.0)
-    assert faulty(49) == pytest.approx(s(49))
-    assert faulty(50) == pytest.approx(10 * s(50))
+
+
+def test_injected_fault_multiplies_the_real_schedulers_lr_from_its_step_on(tmp_path, capsys):
+    from gpt import train
+
+    result_file = tmp_path / "r.json"
+    assert train.main(["--preset", "smoke", "--no-forecast", "--inject-fault", "30", "--out",
+                       str(tmp_path), "--json", str(result_file)]) == 0
+    assert "injected fault: learning rate x10" in capsys.readouterr().out
+    r = json.loads(result_file.read_text())
+    peak, s = r["optim"]["lr"], WarmupCosine(r["optim"]["warmup_steps"], 48, r["optim"]["min_lr_ratio"])
+    planned = [peak * s(k) for k in range(1, 49)]  # the LR set for update k + 1, after update k
+    ratio = np.array(r["lrs"]) / np.array(planned)
+    # updates 1..30 (global steps 0..29) ran on plan; from global step 30 on, ten times the LR
+    assert np.allclose(ratio[:30], 1.0) and np.allclose(ratio[30:], 10.0)
 
 
 # ---------------------------------------------------------------- data
@@ -141,8 +153,8 @@ def test_presets_scale_validation_with_the_run_and_refuse_a_missing_gpu():
     assert half.val_every == round(cpu.val_every / 2)
     followed = train.resolve_preset(train.parse_args(["--preset", "cpu", "--monitor", "val_loss"]))
     assert cpu.max_steps // followed.val_every >= 20  # enough validation points to fit
-    fault = train.resolve_preset(train.parse_args(["--preset", "cpu", "--inject-fault", "300"]))
-    assert fault.optim.fault_step == 300 and fault.optim.fault_factor == 10.0
+    with pytest.raises(SystemExit):
+        train.parse_args(["--inject-fault", "0"])
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="needs a CUDA GPU"):
             train.resolve_preset(train.parse_args(["--preset", "gpu"]))

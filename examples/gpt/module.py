@@ -21,9 +21,6 @@ class OptimConfig:
         warmup_steps: optimizer steps of linear warm-up from ~0 to ``lr``.
         weight_decay: decoupled weight decay, applied to matrices only (not to LayerNorm weights).
         betas: AdamW's (beta1, beta2).
-        fault_step: when set, the LR is multiplied by ``fault_factor`` from this optimizer
-            step on (a deliberate fault, to show the "behind trend" warning).
-        fault_factor: the multiplier of an injected fault.
     """
 
     lr: float = 3e-3
@@ -31,24 +28,19 @@ class OptimConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
-    fault_step: int | None = None
-    fault_factor: float = 10.0
 
 
 class WarmupCosine:
-    """LR multiplier at optimizer step ``s`` (for ``LambdaLR``): warm-up, cosine, optional fault.
+    """LR multiplier at optimizer step ``s`` (for ``LambdaLR``): linear warm-up, then cosine.
 
     A picklable object rather than a lambda, so the scheduler can be copied (the scaling
     monitor simulates the future LR on a copy of the scheduler) and saved in checkpoints.
     """
 
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float,
-                 fault_step: int | None = None, fault_factor: float = 10.0):
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float):
         self.warmup_steps = max(0, int(warmup_steps))
         self.total_steps = max(1, int(total_steps))
         self.min_ratio = float(min_ratio)
-        self.fault_step = fault_step
-        self.fault_factor = float(fault_factor)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -57,8 +49,6 @@ class WarmupCosine:
             decay_steps = max(1, self.total_steps - self.warmup_steps)
             progress = min(1.0, (step - self.warmup_steps) / decay_steps)
             factor = self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if self.fault_step is not None and step >= self.fault_step:
-            factor *= self.fault_factor
         return factor
 
 
@@ -142,7 +132,6 @@ class GPTLightningModule(pl.LightningModule):
         total = self.total_steps
         if total is None:
             total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
-        schedule = WarmupCosine(opt.warmup_steps, int(total), opt.min_lr_ratio,
-                                opt.fault_step, opt.fault_factor)
+        schedule = WarmupCosine(opt.warmup_steps, int(total), opt.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -3,7 +3,7 @@
     python examples/gpt/train.py                  # CPU: about 2.5 minutes on 2 cores
     python examples/gpt/train.py --preset gpu     # chosen automatically when CUDA is present
     python examples/gpt/train.py --preset smoke   # a few dozen steps, for CI
-    python examples/gpt/train.py --inject-fault 600 --stop-when-behind   # watch it catch a fault
+    python examples/gpt/train.py --inject-fault 400 --stop-when-behind   # watch it catch a fault
 
 While it trains, ``ScalingLawMonitor`` fits the loss curve and forecasts the final loss with
 an interval; at the end the forecasts made at 25% and 50% of the run are printed next to the
@@ -20,11 +20,17 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the ``gpt`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# On a CPU that other processes share, OpenMP threads that spin while they wait for each
+# other lose most of their time whenever one of them is descheduled: measured here on 2
+# busy cores, 2 torch threads trained 3-5x slower spinning than sleeping (PASSIVE), and
+# slower than 1 thread. Must be set before torch starts OpenMP; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
@@ -34,6 +40,9 @@ from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from gpt.data import ByteDataModule, ByteWindows, CorpusError  # noqa: E402
 from gpt.model import GPTConfig, flops_per_token  # noqa: E402
 from gpt.module import GPTLightningModule, OptimConfig  # noqa: E402
+
+# Lightning 2.6 on torch 2.13 warns about its own use of a torch pytree API on every run.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 # Dense bf16 tensor-core peaks in FLOP/s, by a substring of torch.cuda.get_device_name().
 # First match wins, so the more specific names come first.
@@ -151,26 +160,24 @@ class TrainingRecord(Callback):
     compilation and the first allocations), with a device synchronisation at both ends.
     """
 
-    def __init__(self, report_every: int, warmup_steps: int, monitor=None, stream=sys.stdout):
+    def __init__(self, report_every: int, warmup_steps: int, monitor=None, stream=None):
         self.report_every = max(1, report_every)
         self.warmup_steps = warmup_steps
         self.monitor = monitor
         self.stream = stream
         self.losses: list[torch.Tensor] = []
-        self.t_start = self.t_warm = self.t_end = None
+        self.lrs: list[float] = []  # the LR set after each optimizer step, for the next one
+        self.t_warm = self.t_end = None
         self.step_warm = 0
-        self.last_printed = time.perf_counter()
 
     def _sync(self, trainer):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
 
-    def on_train_start(self, trainer, pl_module):
-        self.t_start = time.perf_counter()
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append(loss.detach())
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
         step = trainer.global_step
         if step == self.warmup_steps:
             self._sync(trainer)
@@ -195,7 +202,7 @@ class TrainingRecord(Callback):
         rate = self.tokens_per_second(pl_module, trainer, now=True)
         if rate:
             line += f"  {rate:,.0f} tok/s"
-        print(line + "   (losses in nats/byte)", file=self.stream, flush=True)
+        print(line + "   (losses in nats/byte)", file=self.stream or sys.stdout, flush=True)
 
     def tokens_per_second(self, pl_module, trainer, now=False) -> float | None:
         if self.t_warm is None:
@@ -208,6 +215,34 @@ class TrainingRecord(Callback):
 
     def loss_history(self) -> list[float]:
         return torch.stack(self.losses).float().cpu().tolist() if self.losses else []
+
+
+class LRFault(Callback):
+    """Multiply the learning rate by ``factor`` from optimizer step ``step`` on, unannounced.
+
+    A stand-in for a real mistake (a bad LR change, a broken data shard): the scheduler's
+    base LRs are scaled in place, so the planned schedule the monitor read at the start of
+    training knows nothing about it and the loss falls behind the forecast.
+    """
+
+    def __init__(self, step: int, factor: float = 10.0, stream=None):
+        if step < 1:
+            raise ValueError(f"--inject-fault must be an optimizer step >= 1, got {step}")
+        self.step, self.factor, self.stream = step, factor, stream
+        self.injected_at: int | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.injected_at is not None or trainer.global_step < self.step:
+            return
+        for config in trainer.lr_scheduler_configs:
+            config.scheduler.base_lrs = [lr * self.factor for lr in config.scheduler.base_lrs]
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.factor
+        self.injected_at = trainer.global_step
+        if trainer.is_global_zero:
+            print(f"step {trainer.global_step:>6}: injected fault: learning rate x{self.factor:g} "
+                  "from here on", file=self.stream or sys.stdout, flush=True)
 
 
 def build_monitor(args, total_steps: int):
@@ -280,6 +315,16 @@ def smoothed_final(losses: list[float], fraction: float = 0.02) -> float:
     return sum(tail) / len(tail)
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -290,26 +335,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "default on GPU), or a folder or text file")
     parser.add_argument("--monitor", choices=("train_loss", "val_loss"), default="train_loss",
                         help="the loss the forecast follows")
-    parser.add_argument("--inject-fault", type=int, metavar="STEP", default=None,
+    parser.add_argument("--inject-fault", type=positive_int, metavar="STEP", default=None,
                         help="multiply the LR by 10 from this optimizer step on")
     parser.add_argument("--stop-when-behind", action="store_true",
                         help="let the monitor stop the run when it falls behind its trend")
-    parser.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="override the preset's steps")
+    parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int, default=None)
     parser.add_argument("--min-lr-ratio", type=float, default=None,
                         help="final LR of the cosine as a fraction of the peak")
-    parser.add_argument("--n-layer", type=int, default=None)
-    parser.add_argument("--d-model", type=int, default=None)
-    parser.add_argument("--n-head", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--n-layer", type=positive_int, default=None)
+    parser.add_argument("--d-model", type=positive_int, default=None)
+    parser.add_argument("--n-head", type=positive_int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-forecast", action="store_true", help="train without the monitor")
     parser.add_argument("--out", default="runs", help="TensorBoard log folder (default: ./runs)")
     parser.add_argument("--name", default=None, help="run name (default: the preset's name)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report-every", type=int, default=None,
+    parser.add_argument("--report-every", type=positive_int, default=None,
                         help="steps between progress lines (default: the preset's)")
     parser.add_argument("--json", dest="json_path", default=None,
                         help="also write the end-of-run figures to this JSON file")
@@ -321,7 +366,7 @@ def resolve_preset(args) -> Preset:
     model_overrides = {k: v for k, v in (("n_layer", args.n_layer), ("d_model", args.d_model),
                                          ("n_head", args.n_head)) if v is not None}
     model = replace(preset.model, **model_overrides) if model_overrides else preset.model
-    optim = replace(preset.optim, fault_step=args.inject_fault,
+    optim = replace(preset.optim,
                     lr=args.lr if args.lr is not None else preset.optim.lr,
                     warmup_steps=preset.optim.warmup_steps if args.warmup_steps is None
                     else args.warmup_steps,
@@ -368,6 +413,8 @@ def train(args: argparse.Namespace) -> dict:
                             monitor=monitor)
     logger = TensorBoardLogger(args.out, name=args.name or preset.name)
     callbacks = [record, ModelCheckpoint(save_last=True, save_top_k=0)]
+    if args.inject_fault is not None:
+        callbacks.insert(0, LRFault(args.inject_fault))
     if monitor is not None:
         callbacks.insert(0, monitor)
     trainer = pl.Trainer(
@@ -455,6 +502,7 @@ def summarize(args, preset, trainer, module, monitor, record, losses, logger, wa
         "mfu": mfu,
         "wall_seconds": time.perf_counter() - wall_start,
         "train_losses": losses,
+        "lrs": record.lrs,
     }
 
 
