@@ -15,6 +15,7 @@ from .errors import (
     FitFailedWarning,
     InvalidInputError,
     ScalingWarning,
+    WorseThanReferenceWarning,
 )
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "ScalingLawFit",
     "ScalingLawMonitor",
     "ScalingWarning",
+    "WorseThanReferenceWarning",
     "fit_curve",
     "fit_scaling_law",
     "__version__",

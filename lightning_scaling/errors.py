@@ -25,5 +25,9 @@ class DivergenceWarning(ScalingWarning):
     """The loss became NaN/inf or spiked far above its recent level."""
 
 
+class WorseThanReferenceWarning(ScalingWarning):
+    """The run's forecast interval at its planned end lies entirely above the reference loss."""
+
+
 class FitFailedWarning(ScalingWarning):
     """An online refit raised; training goes on and the previous forecast stays."""

@@ -1,4 +1,4 @@
-"""The ``lightning.pytorch`` twins of ``ScalingLawMonitor`` and ``ReplayModule``.
+"""The ``lightning.pytorch`` twins of ``ScalingLawMonitor``, ``ReplayModule`` and ``ForecastPruning``.
 
 ``lightning_scaling.ScalingLawMonitor`` is a ``pytorch_lightning`` Callback (the declared
 dependency). Users of the ``lightning`` package import the same code from here::
@@ -22,9 +22,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .callback import _MonitorLogic
+from .pruning import _ForecastPruningLogic
 from .replay import _ReplayLogic
 
-__all__ = ["ReplayModule", "ScalingLawMonitor"]
+__all__ = ["ForecastPruning", "ReplayModule", "ScalingLawMonitor"]
 
 
 class ScalingLawMonitor(_MonitorLogic, _lp.Callback):
@@ -34,3 +35,7 @@ class ScalingLawMonitor(_MonitorLogic, _lp.Callback):
 
 class ReplayModule(_ReplayLogic, _lp.LightningModule):
     __doc__ = _ReplayLogic.__doc__
+
+
+class ForecastPruning(_ForecastPruningLogic, _lp.Callback):
+    __doc__ = _ForecastPruningLogic.__doc__

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import InvalidInputError, ScalingWarning
+from .errors import InvalidInputError, WorseThanReferenceWarning
 
 __all__ = [
     "Reference",
@@ -41,10 +41,6 @@ __all__ = [
 
 _SUMMARY_FORMAT = "lightning-scaling/run-summary"
 _SUMMARY_FILE = "scaling_summary.json"
-
-
-class WorseThanReferenceWarning(ScalingWarning):
-    """The run's forecast interval at its planned end lies entirely above the reference loss."""
 
 
 def _finite(value: Any) -> bool:

@@ -136,3 +136,24 @@ def test_bad_configurations_are_one_clear_error():
         pl.Trainer(max_steps=5, callbacks=[ForecastPruning(trial)], **FAST).fit(module)
     with pytest.raises(InvalidInputError, match="rank 0 must hold the optuna trial"):
         pl.Trainer(max_steps=5, callbacks=[ScalingLawMonitor(), ForecastPruning(None)], **FAST).fit(module)
+
+
+def test_lightning_pytorch_twin_prunes_the_same_way():
+    lp = pytest.importorskip("lightning.pytorch")
+    from lightning_scaling.lightning import ForecastPruning as LPForecastPruning
+    from lightning_scaling.lightning import ReplayModule as LPReplayModule
+    from lightning_scaling.lightning import ScalingLawMonitor as LPScalingLawMonitor
+
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=30))
+
+    def objective(trial):
+        module = LPReplayModule(power_curve(**CURVES[[0, 1, 3][trial.number]]))
+        monitor = LPScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False)
+        pruning = LPForecastPruning(trial)
+        assert isinstance(pruning, lp.Callback)
+        trainer = lp.Trainer(max_steps=module.n_steps, callbacks=[monitor, pruning], **FAST)
+        trainer.fit(module)
+        return monitor.summary(trainer)["final_loss"]
+
+    study.optimize(objective, n_trials=3)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
