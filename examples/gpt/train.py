@@ -1,6 +1,6 @@
 """Train a byte-level GPT on the Python standard library, with a live scaling-law forecast.
 
-    python examples/gpt/train.py                  # CPU: about 2.5 minutes on 2 cores
+    python examples/gpt/train.py                  # CPU: 2-3 minutes on 2 cores
     python examples/gpt/train.py --preset gpu     # chosen automatically when CUDA is present
     python examples/gpt/train.py --preset smoke   # a few dozen steps, for CI
     python examples/gpt/train.py --inject-fault 400 --stop-when-behind   # watch it catch a fault
@@ -510,7 +510,8 @@ def print_report(r: dict) -> None:
     print(f"\nfinished {r['steps']}/{r['planned_steps']} steps, {r['tokens'] / 1e6:.2f}M tokens, "
           f"{r['flops']:.3g} FLOPs, in {r['wall_seconds']:.0f} s")
     if r["stopped_reason"]:
-        print(f"stopped early by the scaling monitor: {r['stopped_reason']}")
+        print(f"stopped early by the scaling monitor at step {r['steps']} of {r['planned_steps']} "
+              "(its reason is above and in the run summary)")
     final = r["final_train_loss"]
     print(f"final training loss {final:.4f} nats/byte ({final / math.log(2):.3f} bits/byte): "
           f"{r['final_train_loss_how']}")
