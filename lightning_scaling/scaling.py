@@ -595,9 +595,19 @@ def _bootstrap(ln_c, ld_c, log_loss, delta, z_best, centres, k, seed):
     failed = 0
     for i in range(k):
         z, f, res = _refine(z_best, ln_c, ld_c, log_loss, delta, counts[i], _BOOT_OPTIONS)
-        if not np.all(np.isfinite(z)):
+        row = _natural_params(z, mn, md)
+        if not np.all(np.isfinite(row)):
+            # a resample that ran off (e.g. one model size drawn over and over): counted, and
+            # replaced by the full-data optimum so the intervals stay finite
             failed += 1
-            z = z_best
-        theta = (z[0] + z[3] * mn, z[1] + z[4] * md, z[2], z[3], z[4])
-        out[i] = [math.exp(theta[2]), math.exp(theta[0]), math.exp(theta[1]), theta[3], theta[4]]
+            row = _natural_params(z_best, mn, md)
+        out[i] = row
     return out, failed
+
+
+def _natural_params(z, mn, md) -> np.ndarray:
+    """Centred optimiser coordinates -> [E, A, B, alpha, beta] (inf where exp overflows)."""
+    z = np.asarray(z, dtype=float)
+    log_a, log_b = z[0] + z[3] * mn, z[1] + z[4] * md
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.array([np.exp(z[2]), np.exp(log_a), np.exp(log_b), z[3], z[4]])
