@@ -20,6 +20,7 @@ steps; see lightning_scaling/replay.py). Refits every 2% of the run, inline (det
     python benchmarks/replay.py                 # everything, 2 processes
     python benchmarks/replay.py --sets gemstones --trials 1 --jobs 1
     python benchmarks/replay.py --json out.json
+    python benchmarks/replay.py --parts stop    # clean replays and the stop rules only
 """
 
 from __future__ import annotations
@@ -110,14 +111,14 @@ def _behind_steps(mon) -> list[int]:
     return out
 
 
-def evaluate_curve(curve, trials: int, seed: int) -> dict:
+def evaluate_curve(curve, trials: int, seed: int, parts=("clean", "fault", "stop")) -> dict:
     _quiet()
     rng = np.random.default_rng(seed)
     truth = split_case(curve, 1.0).truth
     t0 = time.perf_counter()
     row: dict = {"set": curve.set, "run": curve.run}
 
-    # clean
+    # clean (always: it sizes the run)
     mon, module, trainer, n_behind = run_one(curve)
     n = module.n_steps
     row["n_steps"], row["stride"] = n, module.stride
@@ -131,7 +132,7 @@ def evaluate_curve(curve, trials: int, seed: int) -> dict:
 
     # faults and drifts
     faults, drifts = [], []
-    for _ in range(trials):
+    for _ in range(trials if "fault" in parts else 0):
         start = int(rng.uniform(0.2, 0.9) * n)
         rec_start = module.recorded_step(start)
 
@@ -161,11 +162,14 @@ def evaluate_curve(curve, trials: int, seed: int) -> dict:
     row["faults"], row["drifts"] = faults, drifts
 
     # stopping
-    mon, _, trainer, _ = run_one(curve, stop_target=truth * (1 - STOP_MARGIN))
-    row["stop_below_step"] = None if mon.stopped_step is None else mon.stopped_step / n
-    row["stop_below_ok"] = mon.stopped_step is not None and mon.stopped_step < STOP_BEFORE * n
-    mon, _, trainer, _ = run_one(curve, stop_target=truth * (1 + STOP_MARGIN))
-    row["stop_above_step"] = None if mon.stopped_step is None else mon.stopped_step / n
+    row["stop_below_step"] = row["stop_above_step"] = None
+    row["stop_below_ok"] = False
+    if "stop" in parts:
+        mon, _, trainer, _ = run_one(curve, stop_target=truth * (1 - STOP_MARGIN))
+        row["stop_below_step"] = None if mon.stopped_step is None else mon.stopped_step / n
+        row["stop_below_ok"] = mon.stopped_step is not None and mon.stopped_step < STOP_BEFORE * n
+        mon, _, trainer, _ = run_one(curve, stop_target=truth * (1 + STOP_MARGIN))
+        row["stop_above_step"] = None if mon.stopped_step is None else mon.stopped_step / n
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -201,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write every row and the summary here")
+    ap.add_argument("--parts", nargs="+", choices=("fault", "stop"), default=("fault", "stop"),
+                    help="what to run beside the clean replay: fault (faults and drifts), stop (stop rules)")
     args = ap.parse_args(argv)
 
     curves = load_sets(args.data, args.sets)
@@ -220,7 +226,7 @@ def main(argv=None) -> int:
 
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(evaluate_curve, c, args.trials, s) for c, s in zip(curves, seeds)]
+            futures = [pool.submit(evaluate_curve, c, args.trials, s, args.parts) for c, s in zip(curves, seeds)]
             rows = []
             for fut in futures:
                 rows.append(fut.result())
@@ -228,7 +234,7 @@ def main(argv=None) -> int:
     else:
         rows = []
         for c, s in zip(curves, seeds):
-            rows.append(evaluate_curve(c, args.trials, s))
+            rows.append(evaluate_curve(c, args.trials, s, args.parts))
             show(rows[-1])
     s = summarize(rows)
     s["seconds"] = round(time.perf_counter() - t0, 1)
