@@ -492,7 +492,7 @@ class _MonitorLogic:
             self._follow_logged_loss(trainer)
         self._check_loss_found(trainer, epoch_end=False)
 
-        candidate = self._is_candidate(step)
+        candidate = self.is_candidate(step)
         if candidate or len(self._pending) >= self._flush_every():
             self._flush(trainer, pl_module)
         if trainer.is_global_zero:
@@ -621,8 +621,12 @@ class _MonitorLogic:
         return "step" if self.schedule_lr is not None else self.x_axis
 
     # -- refits --------------------------------------------------------------------------------
-    def _is_candidate(self, step: int) -> bool:
-        """Refit/decision steps: a function of the step alone, so every rank agrees."""
+    def is_candidate(self, step: int) -> bool:
+        """Is ``step`` (an optimizer step) one at which the monitor refits and decides?
+
+        A function of the step and the planned length alone, so every DDP rank agrees without
+        communicating; integrations that must act at the same steps (``ForecastPruning``) use it.
+        """
         if step <= 0:
             return False
         if self.refit_every is not None:
@@ -766,8 +770,8 @@ class _MonitorLogic:
             forecast_now = f"the newest fit ({now.law}, step {now.step:,}) has no end-of-run forecast"
         else:
             forecast_now = "no forecast yet"
-        message = f"ScalingLawMonitor: behind trend: {event.message()}; {forecast_now}."
-        self._last_behind_message = message
+        self._last_behind_message = f"{event.message()}; {forecast_now}"
+        message = f"ScalingLawMonitor: behind trend: {self._last_behind_message}."
         self._warn(trainer, message, BehindTrendWarning)
         self._call_sinks(trainer, "on_event", trainer, pl_module, self,
                          {"kind": "behind_trend", "step": event.step, "message": message, "detail": plain(vars(event))})

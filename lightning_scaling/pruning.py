@@ -197,7 +197,7 @@ class _ForecastPruningLogic:
             return False
         if self.report_every is not None:
             return step % self.report_every == 0
-        return bool(self.monitor._is_candidate(step))
+        return bool(self.monitor.is_candidate(step))
 
     def _current_value(self) -> float | None:
         if self.value == "loss":
