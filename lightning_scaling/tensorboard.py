@@ -247,6 +247,21 @@ def write_image(writer, tag: str, rgb: np.ndarray, step: int) -> None:
     writer.add_image(tag, rgb, int(step), dataformats="HWC")
 
 
+def write_png(writer, tag: str, png: bytes, height: int, width: int, step: int) -> None:
+    """Write an already encoded (``height`` x ``width``) RGB PNG as an image summary: no
+    decoding and re-encoding on the calling thread (``add_image`` would do both)."""
+    file_writer, summary_cls = _file_writer_and_summary_class(writer)
+    if file_writer is None:
+        import io
+
+        from PIL import Image
+
+        write_image(writer, tag, np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), step)
+        return
+    image = summary_cls.Image(height=int(height), width=int(width), colorspace=3, encoded_image_string=png)
+    file_writer.add_summary(summary_cls(value=[summary_cls.Value(tag=tag, image=image)]), int(step))
+
+
 def write_text(writer, tag: str, markdown: str, step: int) -> None:
     """Write markdown text (TensorBoard's Text dashboard renders it)."""
     writer.add_text(tag, markdown, int(step))
@@ -447,8 +462,18 @@ class TensorBoardSink:
     - at every refit: the forecast of the final loss with its interval, the fitted parameters;
       the custom-scalars layout once, at the first refit that produced a fit;
     - figures (matplotlib, optional) every ``figure_every`` refits while their rendering has
-      cost less than ``max_figure_overhead`` of the training time so far, and at the end;
+      cost less than ``max_figure_overhead`` of the training time so far, and at the end (the
+      final fit: a user opening TensorBoard after the run sees it);
     - at the end: a markdown summary (text dashboard).
+
+    Figures are drawn in a helper process (:class:`~lightning_scaling.plots_tb.FigureProcess`)
+    started at ``setup``: the training process does not draw, nor import matplotlib for it.
+    The training thread gathers the figures' data (numpy, a few milliseconds) and writes the
+    finished PNGs at a later hook; at the end it waits for the final figures, up to
+    ``figure_timeout`` seconds, while the helper draws them (about 0.12 CPU s for the two), then
+    lets the helper go. Where no process can be started, figures are drawn on the training
+    thread instead. The per-step series are buffered and written in batches (see
+    ``MAX_BUFFERED``).
 
     Args:
         logger: a TensorBoardLogger (its ``experiment`` is the SummaryWriter written to).
@@ -456,11 +481,15 @@ class TensorBoardSink:
         every: optimizer steps between two writes of the per-step series.
         figures: draw figures at all.
         figure_every: refits between two figure updates.
-        max_figure_overhead: share of training time the periodic figures may take (0.002).
+        max_figure_overhead: share of training time the periodic figures may take (0.002),
+            counting the helper's drawing CPU seconds and the training thread's own.
+        figure_process: draw figures in a helper process (True) or on the training thread.
+        figure_timeout: seconds the end of training waits at most for the final figures.
     """
 
     def __init__(self, logger=None, *, writer=None, every: int | None = None, figures: bool = True,
-                 figure_every: int = 10, max_figure_overhead: float = 0.002):
+                 figure_every: int = 10, max_figure_overhead: float = 0.002, figure_process: bool = True,
+                 figure_timeout: float = 30.0):
         if logger is None and writer is None:
             raise ValueError("TensorBoardSink needs a TensorBoardLogger or a SummaryWriter")
         self.logger = logger
@@ -486,8 +515,27 @@ class TensorBoardSink:
         self._matplotlib: bool | None = None
         self._seen = {"flops": False, "tokens": False}
         self._last_figure_seconds = 0.0
+        self.figure_process = bool(figure_process)
+        self.figure_timeout = float(figure_timeout)
+        self._helper = None  # a plots_tb.FigureProcess while one runs
+        self._job_steps: dict[int, tuple[int, bool]] = {}  # helper job id -> (global step, final)
+        #: CPU seconds the figure helper process used (imports, warm-up, drawings), as it reported
+        self.helper_cpu_seconds = 0.0
+        #: CPU seconds of the helper's periodic drawings (what the figure budget counts)
+        self._helper_figure_cpu = 0.0
+        #: process id of the helper that drew the figures (None: drawn in this process)
+        self.figure_pid: int | None = None
         self._band = None  # the newest fit's trend and band, tabulated (see _tabulate_band)
+        self._due: list[tuple[Mapping[str, Any], Any]] = []  # (observation, newest forecast) to write
+        self._last_flush = time.monotonic()
         self._last_refit_step: int | None = None
+
+    #: The per-step series are buffered and written in batches: at each refit (when the
+    #: monitor's refit thread is idle, so that writing does not wait on the GIL behind it), at
+    #: the end, and when this many are waiting or this many seconds have passed. What a user
+    #: sees is not delayed by it: the SummaryWriter itself reaches the disk every 120 s.
+    MAX_BUFFERED = 64
+    MAX_BUFFER_SECONDS = 30.0
 
     # -- plumbing --------------------------------------------------------------------------
     def _account(self, kind: str, start: tuple[float, float]) -> float:
@@ -524,21 +572,30 @@ class TensorBoardSink:
     def setup(self, trainer, pl_module, monitor) -> None:
         self._ensure_setup(trainer)
         self._wall_t0 = time.time() - 1.0  # this fit's start (file times can be coarse)
+        if self.figures and self.figure_process and self._check_matplotlib():
+            self._start_helper()
 
     def on_observation(self, trainer, pl_module, monitor, observations) -> None:
+        if self.tags is not None and (not observations or int(observations[-1]["step"]) < self._next_write):
+            return  # nothing due: most calls end here, before any clock is read
         t = _clock()
         self._ensure_setup(trainer)
+        forecast = getattr(monitor, "forecast", None)
         for obs in observations:
             step = int(obs["step"])
             if step < self._next_write:
                 continue
             self._next_write = (step // self.every + 1) * self.every
-            self._write_observation(monitor, obs)
+            self._due.append((obs, forecast))
+        now = time.monotonic()
+        if len(self._due) >= self.MAX_BUFFERED or now - self._last_flush >= self.MAX_BUFFER_SECONDS:
+            self._write_due(monitor)
         self._account("observations", t)
 
     def on_refit(self, trainer, pl_module, monitor, forecast) -> None:
         t = _clock()
         self._ensure_setup(trainer)
+        self._write_due(monitor)  # the refit thread is idle now: the GIL is free for a batch
         step = int(getattr(trainer, "global_step", forecast.step))
         fit = getattr(forecast, "fit", None)
         ok = bool(getattr(fit, "ok", False))
@@ -561,17 +618,28 @@ class TensorBoardSink:
         write_scalars(self.writer, step, values)
         self._refits += 1
         self._account("refits", t)
+        if self._helper is not None:
+            self._write_helper_images(self._helper.results())
         if self.figures and self._refits % self.figure_every == 0 and self._t0 is not None:
             elapsed = time.perf_counter() - self._t0
-            # the next update is expected to cost what the last did (the first: the import too)
-            expected = self._last_figure_seconds if self._last_figure_seconds else 0.5
-            if self.timings["figures"] + expected <= self.max_figure_overhead * elapsed:
+            # the next update is expected to cost what the last did (the first: in this process,
+            # the matplotlib import too)
+            if self._helper is not None:
+                expected = self._helper.render_cpu_seconds or 0.2
+                spent = self.timings["figures"] + self._helper_figure_cpu
+            else:
+                expected = self._last_figure_seconds if self._last_figure_seconds else 0.5
+                spent = self.timings["figures"]
+            if spent + expected <= self.max_figure_overhead * elapsed:
                 self._write_figures(trainer, monitor, final=False)
 
     def on_train_end(self, trainer, pl_module, monitor) -> None:
         self._ensure_setup(trainer)
+        t = _clock()
+        self._write_due(monitor)
+        self._account("observations", t)
         if self.figures:
-            self._write_figures(trainer, monitor, final=True)
+            self._write_figures(trainer, monitor, final=True)  # with a helper: sent, drawn meanwhile
         t = _clock()
         summary = None
         path = getattr(monitor, "summary_path", None)  # the callback has just written it
@@ -586,8 +654,22 @@ class TensorBoardSink:
         if summary is None:
             summary = monitor.summary(trainer)
         write_text(self.writer, "scaling/summary", summary_markdown(summary), int(trainer.global_step))
+        self._account("end", t)
+        if self._helper is not None:
+            self._finish_helper()
+        t = _clock()
         self.writer.flush()
         self._account("end", t)
+
+    def on_exception(self, trainer, pl_module, monitor, exception) -> None:
+        """Training failed: write what is buffered and end the figure helper (no final figures)."""
+        self.close()
+
+    def close(self) -> None:
+        """Write the buffered series and end the figure helper; the sink can be set up again."""
+        if self.tags is not None and self._due:
+            self._write_due(None)
+        self._drop_helper()
 
     # -- writers -------------------------------------------------------------------------------
     def _choose_compute_unit(self, monitor, obs) -> None:
@@ -602,14 +684,21 @@ class TensorBoardSink:
                 self.compute_tag = self._prefix() + compute_axis_tag(unit)
                 return
 
-    def _write_observation(self, monitor, obs) -> None:
+    def _write_due(self, monitor) -> None:
+        """Write the buffered per-step series, oldest first, each with the forecast that was
+        the newest when it was observed."""
+        due, self._due = self._due, []
+        self._last_flush = time.monotonic()
+        for obs, forecast in due:
+            self._write_observation(monitor, obs, forecast)
+
+    def _write_observation(self, monitor, obs, forecast) -> None:
         tags = self.tags
         step = int(obs["step"])
         loss = obs.get("loss")
         values = {tags.observed: loss, tags.flops: obs.get("flops"), tags.tokens: obs.get("tokens")}
         for key in ("flops", "tokens"):
             self._seen[key] = self._seen[key] or _finite(obs.get(key))
-        forecast = getattr(monitor, "forecast", None)
         fit = getattr(forecast, "fit", None)
         if fit is not None and getattr(fit, "ok", False):
             if self._band is None or self._band[0] is not fit:
@@ -684,29 +773,119 @@ class TensorBoardSink:
                                    tokens=self._seen["tokens"])
         write_layout(self.writer, self.layout)
 
-    def _write_figures(self, trainer, monitor, final: bool) -> None:
-        t = _clock()
+    def _check_matplotlib(self) -> bool:
+        """Whether matplotlib is installed (found without importing it); one log line if not."""
         if self._matplotlib is None:
-            from .plots_tb import matplotlib_available
+            from .plots_tb import matplotlib_installed
 
-            self._matplotlib = matplotlib_available()
+            self._matplotlib = matplotlib_installed()
             if not self._matplotlib:
+                _note_no_matplotlib()
+        return self._matplotlib
+
+    def _start_helper(self) -> None:
+        if self._helper is not None and self._helper.alive:
+            return
+        from .plots_tb import FigureProcess
+
+        helper = FigureProcess()
+        try:
+            helper.start()
+        except OSError as exc:
+            import logging
+
+            logging.getLogger(__name__).info(
+                "lightning-scaling: no figure helper process (%s); figures are drawn on the training thread", exc)
+            self.figure_process = False
+            return
+        self._helper = helper
+
+    def _drop_helper(self) -> None:
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.close(timeout=5.0)
+            self.helper_cpu_seconds += helper.cpu_seconds
+
+    def _write_helper_images(self, replies) -> None:
+        helper = self._helper
+        for reply in replies:
+            step, final = self._job_steps.pop(reply["id"], (0, False))
+            if not final:
+                self._helper_figure_cpu += float(reply.get("render_cpu_s", 0.0))
+            if reply.get("error"):
                 import logging
 
-                logging.getLogger(__name__).info(
-                    "lightning-scaling: matplotlib is not installed, so TensorBoard gets no figures "
-                    "(pip install 'lightning-scaling[plots]')")
-        if not self._matplotlib:
+                logging.getLogger(__name__).info("lightning-scaling: a figure could not be drawn (%s)",
+                                                 reply["error"])
+            for tag, (png, height, width) in reply.get("images", {}).items():
+                write_png(self.writer, tag, png, height, width, step)
+                self.figures_written += 1
+                self.figure_pid = helper.pid
+        if helper.matplotlib is False:
+            if helper.error and "No module named" in helper.error:
+                # the helper's Python cannot import matplotlib: no figures, one line, as here
+                self._matplotlib = False
+                self.figures = False
+                _note_no_matplotlib()
+            else:
+                self.figure_process = False  # any other failure: draw here from now on
+            self._drop_helper()
+
+    def _finish_helper(self) -> None:
+        """Wait (up to ``figure_timeout`` s) for the final figures, write them, end the helper."""
+        t = _clock()
+        helper = self._helper
+        self._write_helper_images(helper.wait(self.figure_timeout))
+        if helper.busy and helper.alive:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "lightning-scaling: the final figures took longer than %.0f s and were not written",
+                self.figure_timeout)
+        self._drop_helper()
+        self._account("end", t)
+
+    def _write_figures(self, trainer, monitor, final: bool) -> None:
+        t = _clock()
+        kind = "end" if final else "figures"
+        if not self._check_matplotlib():
+            return
+        step = int(getattr(trainer, "global_step", 0))
+        if self.figure_process and self._helper is None and final and self.figures_written == 0:
+            self._start_helper()  # a sink used without setup (a custom loop)
+        if self._helper is not None and (self._helper.matplotlib is None or self._helper.busy):
+            if not final:
+                self._account(kind, t)
+                return  # still warming up, or drawing the last update: this update is skipped
+            # the end: the warm-up or the last update must be done before the final job goes out
+            self._write_helper_images(self._helper.wait(self.figure_timeout))
+        if self._helper is not None and not self._helper.alive:
+            self.figure_process = False  # the helper died: draw here from now on
+            self._drop_helper()
+        if self._helper is not None:
+            job_id = self._helper.submit(figure_jobs(monitor, final=final))
+            if job_id is not None:
+                self._job_steps[job_id] = (step, final)
+            self._account(kind, t)
+            return
+        if not self.figures:
             return
         from . import plots_tb
 
-        step = int(getattr(trainer, "global_step", 0))
         figures = figures_for_monitor(monitor, final=final)
         for tag, fig in figures.items():
-            write_image(self.writer, tag, plots_tb.figure_to_rgb(fig), step)
+            write_png(self.writer, tag, *plots_tb.figure_to_png(fig), step)
         self.figures_written += len(figures)
-        spent = self._account("end" if final else "figures", t)
-        self._last_figure_seconds = spent
+        self.figure_pid = None
+        self._last_figure_seconds = self._account(kind, t)
+
+
+def _note_no_matplotlib() -> None:
+    import logging
+
+    logging.getLogger(__name__).info(
+        "lightning-scaling: matplotlib is not installed, so TensorBoard gets no figures "
+        "(pip install 'lightning-scaling[plots]')")
 
 
 def _to_plot_axis(steps: np.ndarray, compute: np.ndarray | None, step_values: np.ndarray) -> np.ndarray:
@@ -716,13 +895,37 @@ def _to_plot_axis(steps: np.ndarray, compute: np.ndarray | None, step_values: np
         return np.asarray(step_values, dtype=float)
     from .compute import project_compute
 
-    return np.array([project_compute(steps, compute, float(s)) for s in np.atleast_1d(step_values)])
+    values = np.atleast_1d(np.asarray(step_values, dtype=float))
+    s = np.asarray(steps, dtype=float)
+    c = np.asarray(compute, dtype=float)
+    good = np.isfinite(s) & np.isfinite(c)
+    if not good.any():
+        return np.full(values.shape, math.nan)
+    s, c = s[good], c[good]
+    # project_compute is linear past the record: two of its values give the whole line, instead
+    # of one call (two full-array passes) per grid point
+    last = float(s[-1])
+    at_last = project_compute(s, c, last)
+    rate = project_compute(s, c, last + 1.0) - at_last
+    return np.where(values <= last, np.interp(values, s, c), at_last + rate * (values - last))
 
 
-def figures_for_monitor(monitor, final: bool = True) -> dict:
-    """The monitor's figures: {tag: matplotlib Figure} (loss vs compute, forecast history)."""
-    from . import plots_tb
+#: Observed points drawn at most in a figure: more are thinned evenly (the history is already
+#: logarithmic in its older part), which keeps a drawing at ~0.05 s.
+MAX_FIGURE_POINTS = 1000
 
+
+def _thin(x: np.ndarray, y: np.ndarray, limit: int = MAX_FIGURE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    if x.size <= limit:
+        return x, y
+    keep = np.unique(np.linspace(0, x.size - 1, limit).round().astype(int))
+    return x[keep], y[keep]
+
+
+def figure_jobs(monitor, final: bool = True) -> dict:
+    """The monitor's figures as data: {tag: (kind, kwargs)} for :mod:`lightning_scaling.plots_tb`
+    (kinds in ``plots_tb.FIGURE_KINDS``). Plain arrays and numbers only (the fit is evaluated
+    here), so a helper process can draw them without the fitting code; no matplotlib here."""
     arrays = monitor.history.arrays()
     steps, loss = arrays["step"], arrays["loss"]
     axis, label, compute = "step", "optimizer steps", None
@@ -755,19 +958,27 @@ def figures_for_monitor(monitor, final: bool = True) -> dict:
         if _finite(getattr(forecast, "final_loss", None)):
             fc = (forecast.final_loss, forecast.lower, forecast.upper)
     name = getattr(monitor, "loss_name", "loss")
-    figures = {
-        "scaling/figure/loss_vs_compute": plots_tb.loss_vs_compute_figure(
-            x_obs, loss, x_label=label, loss_label=name, grid_x=grid_x, trend=trend, lower=lower,
+    x_drawn, loss_drawn = _thin(np.asarray(x_obs, dtype=float), np.asarray(loss, dtype=float))
+    jobs = {
+        "scaling/figure/loss_vs_compute": ("loss_vs_compute", dict(
+            x=x_drawn, loss=loss_drawn, x_label=label, loss_label=name, grid_x=grid_x, trend=trend, lower=lower,
             upper=upper, planned_end=planned_end, forecast=fc, level=level,
-            law=getattr(forecast, "law", None), title=f"{name} vs {label} (log-log)"),
+            law=getattr(forecast, "law", None), title=f"{name} vs {label} (log-log)")),
     }
     history = getattr(monitor, "forecasts", [])
     if history:
         recent = monitor.history.last(5)
         observed = float(np.mean([r[4] for r in recent])) if recent else None
-        figures["scaling/figure/forecast_history"] = plots_tb.forecast_history_figure(
-            [f.step for f in history], [f.final_loss for f in history], [f.lower for f in history],
-            [f.upper for f in history], observed_final=observed, loss_label=name,
-            observed_label="observed final" if final else "latest observed",
-            target_step=float(planned) if _finite(planned) else None, level=level)
-    return figures
+        jobs["scaling/figure/forecast_history"] = ("forecast_history", dict(
+            made_at=[f.step for f in history], final=[f.final_loss for f in history],
+            lower=[f.lower for f in history], upper=[f.upper for f in history], observed_final=observed,
+            loss_label=name, observed_label="observed final" if final else "latest observed",
+            target_step=float(planned) if _finite(planned) else None, level=level))
+    return jobs
+
+
+def figures_for_monitor(monitor, final: bool = True) -> dict:
+    """The monitor's figures drawn in this process: {tag: matplotlib Figure}."""
+    from . import plots_tb
+
+    return {tag: plots_tb.FIGURE_KINDS[kind](**kwargs) for tag, (kind, kwargs) in figure_jobs(monitor, final).items()}

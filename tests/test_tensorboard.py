@@ -123,3 +123,40 @@ def test_tabulated_trend_band_matches_the_fit():
         exp_lo, exp_hi = fit.interval(xq, level=0.9)
         assert trend == pytest.approx(fit.predict(xq), rel=1e-3)
         assert (lo, hi) == pytest.approx((exp_lo, exp_hi), rel=1e-3)
+
+
+def test_figure_process_survives_a_bad_job_and_draws_the_next():
+    pytest.importorskip("matplotlib")
+    from lightning_scaling.plots_tb import FigureProcess
+
+    helper = FigureProcess()
+    helper.start()
+    try:
+        assert helper.wait(60) == [] and helper.matplotlib is True
+        assert helper.submit({"bad": ("forecast_history", {"no_such_argument": 1})}) is not None
+        assert helper.submit({"x": ("forecast_history", {})}) is None  # one job at a time
+        (reply,) = helper.wait(60)
+        assert "no_such_argument" in reply["error"] and reply["images"] == {}
+        job = {"made_at": [10, 20, 30], "final": [2.0, 1.9, 1.85], "lower": [1.5, 1.7, 1.8], "upper": [2.5, 2.1, 1.9]}
+        job_id = helper.submit({"fh": ("forecast_history", job)})
+        (reply,) = helper.wait(60)
+        png, height, width = reply["images"]["fh"]
+        assert reply["id"] == job_id and reply["error"] is None
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and (height, width) == (400, 640)
+        assert helper.render_cpu_seconds > 0 and helper.cpu_seconds > helper.render_cpu_seconds
+    finally:
+        process = helper.process
+        helper.close()
+    assert process.wait(timeout=20) == 0 and not helper.alive
+
+
+def test_plot_axis_matches_project_compute_inside_and_past_the_record():
+    from lightning_scaling.compute import project_compute
+
+    steps = np.array([1.0, 2.0, 5.0, 9.0, np.nan, 12.0])
+    flops = np.array([10.0, 21.0, 50.0, np.nan, 80.0, 130.0])
+    grid = np.array([1.0, 3.5, 9.0, 12.0, 20.0, 400.0])
+    expected = [project_compute(steps, flops, float(s)) for s in grid]
+    assert tb._to_plot_axis(steps, flops, grid) == pytest.approx(expected, rel=1e-12)
+    assert tb._to_plot_axis(steps, None, grid) is not None and np.all(tb._to_plot_axis(steps, None, grid) == grid)
+    assert np.isnan(tb._to_plot_axis(steps, np.full(6, np.nan), grid)).all()

@@ -201,3 +201,73 @@ def test_monitor_reused_with_a_new_logger_gets_a_fresh_sink(tmp_path):
     new = sink_of(monitor)
     assert new is not old and new.logger is second
     assert tb.LAYOUT_TAG in events(second.log_dir).Tags()["tensors"]
+
+
+def png_size(image_event):
+    from PIL import Image
+    import io
+
+    with Image.open(io.BytesIO(image_event.encoded_image_string)) as im:
+        return im.format, im.size
+
+
+def test_figures_are_drawn_in_a_helper_process_that_ends_with_the_run(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    _, monitor = fit(tmp_path, logger, steps=40)
+    sink = sink_of(monitor)
+    assert sink.figure_pid is not None and sink.figure_pid != os.getpid()
+    assert sink.helper_cpu_seconds > 0  # it imported matplotlib and drew, on its own clock
+    ea = events(logger.log_dir)
+    for tag in ("scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"):
+        final = ea.Images(tag)[-1]
+        assert final.step == 40
+        assert png_size(final) == ("PNG", (final.width, final.height)) and final.width > 100
+    # its input closed at the end of training: the helper exits by itself
+    deadline = __import__("time").monotonic() + 20
+    while __import__("time").monotonic() < deadline:
+        try:
+            os.kill(sink.figure_pid, 0)
+        except ProcessLookupError:
+            break
+        __import__("time").sleep(0.05)
+    else:
+        pytest.fail("the figure helper is still running 20 s after the run")
+
+
+def test_periodic_figures_come_back_from_the_helper_at_their_own_steps(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    class WarmSink(tb.TensorBoardSink):
+        def setup(self, trainer, pl_module, monitor):
+            super().setup(trainer, pl_module, monitor)
+            self._helper.wait(60)  # warm before the first refit, so that no update is skipped
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    sink = WarmSink(logger, figure_every=2, max_figure_overhead=1.0)
+    _, monitor = fit(tmp_path, logger, steps=STEPS, sinks=[sink])
+    steps = [e.step for e in events(logger.log_dir).Images("scaling/figure/loss_vs_compute")]
+    refit_steps = {f.step for f in monitor.forecasts}
+    assert len(steps) >= 2 and steps[-1] == STEPS
+    assert set(steps[:-1]) <= refit_steps  # each update carries the step its data was taken at
+
+
+@pytest.mark.parametrize("how", ["option", "no_process"])
+def test_figures_drawn_in_this_process_when_there_is_no_helper(tmp_path, monkeypatch, caplog, how):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    kw = {}
+    if how == "option":
+        kw["sinks"] = [tb.TensorBoardSink(logger, figure_process=False)]
+    else:
+        monkeypatch.setattr(sys, "executable", "")  # no interpreter to start a helper with
+    with caplog.at_level(logging.INFO, logger="lightning_scaling.tensorboard"):
+        _, monitor = fit(tmp_path, logger, steps=40, **kw)
+    sink = sink_of(monitor)
+    assert sink.figure_pid is None and sink.helper_cpu_seconds == 0
+    assert (len([r for r in caplog.records if "no figure helper process" in r.getMessage()]) == 1) == (
+        how == "no_process")
+    final = events(logger.log_dir).Images("scaling/figure/loss_vs_compute")[-1]
+    assert final.step == 40 and png_size(final)[0] == "PNG"
