@@ -470,7 +470,7 @@ class TensorBoardSink:
     started at ``setup``: the training process does not draw, nor import matplotlib for it.
     The training thread gathers the figures' data (numpy, a few milliseconds) and writes the
     finished PNGs at a later hook; at the end it waits for the final figures, up to
-    ``figure_timeout`` seconds, while the helper draws them (about 0.12 CPU s for the two), then
+    ``figure_timeout`` seconds, while the helper draws them (about 0.1 CPU s for the two), then
     lets the helper go. Where no process can be started, figures are drawn on the training
     thread instead. The per-step series are buffered and written in batches (see
     ``MAX_BUFFERED``).
