@@ -822,13 +822,14 @@ class TensorBoardSink:
                 self.figures_written += 1
                 self.figure_pid = helper.pid
         if helper.matplotlib is False:
-            if helper.error and "No module named" in helper.error:
-                # the helper's Python cannot import matplotlib: no figures, one line, as here
-                self._matplotlib = False
-                self.figures = False
-                _note_no_matplotlib()
-            else:
-                self.figure_process = False  # any other failure: draw here from now on
+            # this process finds matplotlib (checked before the helper started), the helper
+            # could not use it (another sys.path, a broken backend): draw here from now on
+            import logging
+
+            logging.getLogger(__name__).info(
+                "lightning-scaling: the figure helper process could not draw (%s); figures are drawn on the "
+                "training thread", helper.error)
+            self.figure_process = False
             self._drop_helper()
 
     def _finish_helper(self) -> None:

@@ -253,21 +253,30 @@ def test_periodic_figures_come_back_from_the_helper_at_their_own_steps(tmp_path)
     assert set(steps[:-1]) <= refit_steps  # each update carries the step its data was taken at
 
 
-@pytest.mark.parametrize("how", ["option", "no_process"])
-def test_figures_drawn_in_this_process_when_there_is_no_helper(tmp_path, monkeypatch, caplog, how):
+@pytest.mark.parametrize("how, line", [("option", None), ("no_process", "no figure helper process"),
+                                       ("helper_cannot_import", "figure helper process could not draw")])
+def test_figures_drawn_in_this_process_when_there_is_no_helper(tmp_path, monkeypatch, caplog, how, line):
     from pytorch_lightning.loggers import TensorBoardLogger
 
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     kw = {}
     if how == "option":
         kw["sinks"] = [tb.TensorBoardSink(logger, figure_process=False)]
-    else:
+    elif how == "no_process":
         monkeypatch.setattr(sys, "executable", "")  # no interpreter to start a helper with
+    else:  # the helper's Python finds a broken matplotlib first; this process has a good one
+        fake = tmp_path / "shadow" / "matplotlib"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text("raise ImportError('a broken matplotlib')\n")
+        monkeypatch.setenv("PYTHONPATH", str(fake.parent))
     with caplog.at_level(logging.INFO, logger="lightning_scaling.tensorboard"):
         _, monitor = fit(tmp_path, logger, steps=40, **kw)
     sink = sink_of(monitor)
-    assert sink.figure_pid is None and sink.helper_cpu_seconds == 0
-    assert (len([r for r in caplog.records if "no figure helper process" in r.getMessage()]) == 1) == (
-        how == "no_process")
+    assert sink.figure_pid is None
+    notes = [r for r in caplog.records if r.name == "lightning_scaling.tensorboard"]
+    if line is None:
+        assert notes == [] and sink.helper_cpu_seconds == 0
+    else:
+        assert len(notes) == 1 and line in notes[0].getMessage()
     final = events(logger.log_dir).Images("scaling/figure/loss_vs_compute")[-1]
     assert final.step == 40 and png_size(final)[0] == "PNG"
