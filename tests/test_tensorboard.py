@@ -160,3 +160,25 @@ def test_plot_axis_matches_project_compute_inside_and_past_the_record():
     assert tb._to_plot_axis(steps, flops, grid) == pytest.approx(expected, rel=1e-12)
     assert tb._to_plot_axis(steps, None, grid) is not None and np.all(tb._to_plot_axis(steps, None, grid) == grid)
     assert np.isnan(tb._to_plot_axis(steps, np.full(6, np.nan), grid)).all()
+
+
+def test_per_step_series_are_buffered_then_written_in_batches(tmp_path):
+    from types import SimpleNamespace
+
+    writer = SummaryWriter(str(tmp_path))
+    sink = tb.TensorBoardSink(writer=writer, every=2, figures=False)
+    sink.MAX_BUFFERED = 8
+    trainer = SimpleNamespace(global_step=0, log_every_n_steps=2)
+    monitor = SimpleNamespace(forecast=None, planned_steps=100)
+    for step in range(1, 41):  # one observation per call, as the monitor's flushes do
+        obs = {"step": step, "loss": 3.0 / step, "flops": 1e9 * step, "tokens": 64.0 * step}
+        sink.on_observation(trainer, None, monitor, [obs])
+        if step == 15:  # 8 were due by step 14 (1, 2, 4, ..., 14; 15 is not due): one batch out
+            writer.flush()
+            assert [e.step for e in reload(tmp_path).Scalars("scaling/observed_loss")] == [1, *range(2, 15, 2)]
+    assert [obs["step"] for obs, _ in sink._due] == [32, 34, 36, 38, 40]  # 16..30 went out at step 30
+    sink.close()
+    writer.close()
+    ea = reload(tmp_path)
+    assert [e.step for e in ea.Scalars("scaling/observed_loss")] == [1, *range(2, 41, 2)]
+    assert ea.Scalars("scaling/tokens")[-1].value == 64.0 * 40

@@ -95,6 +95,11 @@ def test_every_layout_tag_exists_after_a_real_run(tmp_path, capsys):
     titles = [c.title for cat in layout.category for c in cat.chart]
     assert tb.CHART_FORECAST in titles and tb.CHART_FLOPS in titles and tb.CHART_TOKENS in titles
     assert any(t.startswith("Fitted parameter ") for t in titles)
+    # the per-step series, written in batches: every 5th step (log_every_n_steps) up to the end,
+    # none lost; the trend from the first step observed after the first forecast
+    observed = [e.step for e in ea.Scalars("scaling/observed_loss")]
+    assert observed[-1] == STEPS and set(np.diff(observed[1:])) == {5}
+    assert [e.step for e in ea.Scalars("scaling/trend")] == [s for s in observed if s > monitor.forecasts[0].step]
     # forecasts as written match the monitor's (float32)
     written = {e.step: e.value for e in ea.Scalars("scaling/forecast_final_loss")}
     last = monitor.forecasts[-1]
