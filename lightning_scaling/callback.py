@@ -53,8 +53,10 @@ _LOSS_NAMES = ("train_loss", "loss", "train/loss", "training_loss", "train_loss_
 _FLUSH_EVERY = 16  # at most this many optimizer steps between two batches of checks
 _NO_LOSS_GRACE = 50  # optimizer steps without any loss before the configuration error
 _MIN_POINTS = 8  # observations before the first refit
+MIN_REFIT_SPACING = 0.05
+"""A refit runs whatever the overhead budget once the last one is this share of the run old."""
 _KEEP_FORECASTS = 256  # forecasts kept in a checkpoint (older ones thinned)
-_SINK_METHODS = ("setup", "on_observation", "on_refit", "on_event", "on_train_end")
+_SINK_METHODS = ("setup", "on_observation", "on_refit", "on_event", "on_train_end", "on_exception")
 
 
 class _MonitorLogic:
@@ -81,7 +83,8 @@ class _MonitorLogic:
             every 1/200 of the planned run (at least 4 steps; when the end is unknown, a
             cadence that doubles as the run does); after the first refit, a candidate is
             skipped while the monitor (the refits' CPU time plus its per-step hook) has used
-            more than ``max_overhead`` of the training time. Candidates are also the steps at
+            more than ``max_overhead`` of the training time, unless the last refit is
+            ``MIN_REFIT_SPACING`` (5%) of the run old. Candidates are also the steps at
             which stop decisions are reduced across processes: a function of the step only,
             the same on every rank (only rank zero refits).
         level: probability content of the forecast interval (default 0.9).
@@ -94,10 +97,13 @@ class _MonitorLogic:
             the batch (default: the module's ``tokens_per_batch`` attribute, else the element
             count of the batch's integer input tensor).
         patience: behind-trend checks (one per observation) in a row before the warning
-            (default: a quarter of the smoothing window, at least 3: a shift must outlast a bump).
+            (default: 1% of the planned steps, at least 3 and at most 50: a shift must
+            outlast a bump; a quarter of the smoothing window when the end is unknown).
         smoothing: observations averaged into the smoothed loss of a behind-trend check
-            (default: 3% of the planned steps, at least 5 and at most 200; 5 for a metric
-            given by ``monitor=``).
+            (default: 2.5% of the planned steps, at least 5 and at most 200; 5 for a metric
+            given by ``monitor=``). Window and patience were chosen on the replayed
+            development curves (benchmarks/replay.py): shorter windows or patience let the
+            short bumps of clean per-step curves through.
         min_excess: relative margin above the band before a check counts (default 0.015: 1.5%).
         trend_lag: behind-trend checks compare with a fit whose data ended at least this
             fraction of the planned run earlier (of the steps so far when the end is
@@ -352,6 +358,7 @@ class _MonitorLogic:
                 self._write_summary(trainer)
             except Exception:  # the user's exception is the one to see
                 log.debug("could not write the run summary after an exception", exc_info=True)
+        self._call_sinks(trainer, "on_exception", trainer, pl_module, self, exception)
 
     def state_dict(self) -> dict[str, Any]:
         pending = [[p[0], p[1], p[2], v] for p, v in zip(self._pending, _to_floats([p[3] for p in self._pending]))]
@@ -427,12 +434,14 @@ class _MonitorLogic:
         self._configure_trend()
 
     def _configure_trend(self) -> None:
-        """Size the smoothing window once the run's length is known."""
+        """Size the smoothing window and the patience once the run's length is known."""
+        per_step = self.planned_steps is not None and self.monitor is None
         if self.smoothing is None:
-            auto = 5 if (self.planned_steps is None or self.monitor is not None) else round(0.03 * self.planned_steps)
+            auto = round(0.025 * self.planned_steps) if per_step else 5
             self.trend.set_window(min(200, max(5, auto)))
         if self.patience is None:
-            self.trend.patience = max(3, self.trend.window // 4)
+            auto = round(0.01 * self.planned_steps) if per_step else self.trend.window // 4
+            self.trend.patience = min(50, max(3, auto))
         self.trend.schedule = self.schedule_lr
 
     def _planned_steps(self, trainer) -> float | None:
@@ -639,16 +648,26 @@ class _MonitorLogic:
     def _maybe_refit(self, trainer, pl_module) -> None:
         if self.history.n_observed < _MIN_POINTS or self._runner.busy:
             return
+        step = int(trainer.global_step)
         if self.refit_every is None and self._train_start is not None and self._refits > 0:
-            # refits (CPU time of their thread) and the per-step hook share one budget
+            # refits (CPU time of their thread) and the per-step hook share one budget; a refit
+            # that is overdue runs anyway, so an expensive hook (a tiny model) cannot starve them
             elapsed = time.perf_counter() - self._train_start
-            if self._runner.cpu_seconds + self._hook_seconds > self.max_overhead * elapsed:
+            over = self._runner.cpu_seconds + self._hook_seconds > self.max_overhead * elapsed
+            if over and not self._refit_overdue(step):
                 return
         job = self._refit_job()
-        self._inflight_step = int(trainer.global_step)
+        self._inflight_step = step
         self._runner.submit(job)
         if not self.background:
             self._poll_refit(trainer, pl_module)
+
+    def _refit_overdue(self, step: int) -> bool:
+        """Has the last refit fallen ``MIN_REFIT_SPACING`` of the run behind (of the steps so
+        far when the end is unknown)?"""
+        last = self._inflight_step if self._inflight_step is not None else 0
+        span = self.planned_steps if self.planned_steps is not None else step
+        return step - last >= MIN_REFIT_SPACING * span
 
     def _refit_job(self):
         """A closure over a snapshot of the history (the thread never touches live state)."""

@@ -298,6 +298,11 @@ class TrendEvent:
         )
 
 
+DISTANCE_MIN = 1.01
+"""Smallest extrapolation ratio a noise sample is normalised by (a window that overlaps the
+reference's own data still carries noise)."""
+
+
 class TrendDetector:
     """Is the run falling behind the trend forecast before its newest observations?
 
@@ -307,11 +312,16 @@ class TrendDetector:
     ``window`` losses over the mean of their expected losses; a check is positive when it
     exceeds the larger of the band (the fit's ``level`` upper end, relative to the expected
     loss) plus ``min_excess``, and ``z`` noise scales. The noise scale is measured, not
-    assumed: the robust spread (MAD) of the same statistic over past checks that were not
-    positive (each admitted only after ``window + patience`` later checks passed without an
-    episode, so the onset of a shift cannot widen the threshold meant to catch it), so
-    correlated noise and the law's short-range misfit count in it; no check fires before
-    ``max(min_calibration, 2 * window)`` such samples exist. ``patience`` positive checks in
+    assumed: the robust spread (MAD) of the same statistic over the last
+    ``max(64, 3 * window)`` checks that were not positive (each admitted only after
+    ``window + patience`` later checks passed without an episode, so the onset of a shift
+    cannot widen the threshold meant to catch it), so correlated noise and the law's
+    short-range misfit count in it; no check fires before ``max(min_calibration, 2 * window)``
+    such samples exist. The misfit of a law grows with how far it extrapolates, so each
+    sample is stored per unit of extrapolation distance ``log(step / reference_step)`` (at
+    the window's middle) and the scale is applied at the current distance: the large misses
+    of fits made from the first few percent of a run, far from their data, do not blunt the
+    checks of later fits that extrapolate a short way. ``patience`` positive checks in
     a row start an episode, reported once. While checks are positive the reference is frozen,
     so a newer fit cannot absorb the shift being tested; an episode ends after ``patience``
     negative checks against it, or ``patience`` checks in a row within the band of the
@@ -386,8 +396,17 @@ class TrendDetector:
         if window != self.window:
             self.window = window
             self._obs = deque(self._obs, maxlen=window)
-            self._calibration = deque(self._calibration, maxlen=max(64, 6 * window))
+            self._calibration = deque(self._calibration, maxlen=self._calibration_size(window))
             self._resum()
+
+    @staticmethod
+    def _calibration_size(window: int) -> int:
+        return max(64, 3 * int(window))
+
+    def _distance(self, step: int) -> float:
+        """Log-extrapolation distance of the window's middle from the reference's data end."""
+        middle = float(step) - 0.5 * (len(self._obs) - 1)
+        return math.log(max(middle / max(float(self.reference_step or 0), 1.0), DISTANCE_MIN))
 
     # the reference fit
     def offer_fit(self, fit: Any, data_step: int, axis: str = "step", band: Any = None) -> bool:
@@ -529,7 +548,8 @@ class TrendDetector:
                       math.fsum(o[4] for o in self._obs)]
 
     def noise_scale(self) -> float:
-        """Robust spread of the smoothed relative excess over past negative checks."""
+        """Robust spread (MAD) of the smoothed relative excess per unit of log-extrapolation
+        distance, over past negative checks."""
         if len(self._calibration) < 2:
             return math.nan
         if self._scale_cache is None or self._scale_age >= 8:  # refreshed every 8 samples
@@ -573,7 +593,8 @@ class TrendDetector:
         smoothed = self._sums[0] / n
         excess = smoothed / expected - 1.0
         band = hi_mean / expected - 1.0
-        scale = self.noise_scale()
+        distance = self._distance(step)
+        scale = self.noise_scale() * distance
         calibrated = len(self._calibration) >= max(self.min_calibration, 2 * self.window)
 
         def threshold_of(band_relative: float) -> float:
@@ -616,7 +637,7 @@ class TrendDetector:
         if not self.frozen:
             # a sample becomes a noise sample only once window + patience later checks passed
             # without an episode: the onset of a shift must not widen the threshold meant to catch it
-            self._holding.append(excess)
+            self._holding.append(excess / distance)
             while len(self._holding) > self.window + self.patience:
                 self._calibration.append(self._holding.popleft())
                 self._scale_age += 1
@@ -660,7 +681,7 @@ class TrendDetector:
         self.window = int(state.get("window", self.window))
         self.lag = float(state.get("lag", self.lag))
         self._obs = deque((list(map(float, o)) for o in state.get("obs", [])), maxlen=self.window)
-        self._calibration = deque((float(v) for v in state.get("calibration", [])), maxlen=max(64, 6 * self.window))
+        self._calibration = deque((float(v) for v in state.get("calibration", [])), maxlen=self._calibration_size(self.window))
         self._holding = deque(float(v) for v in state.get("holding", []))
         self._scale_cache, self._grid = None, None
         self._resum()
