@@ -7,14 +7,21 @@ Two parts, on the development curves with a known schedule (multipower, modded_n
   (kappa), the convex bound's reading of that share, and the amplitude's spread across the
   schedules of one multipower recipe. They back ``ALPHA_PRIOR``, ``ANNEAL_RATIO_PRIOR`` and
   ``REFERENCE_AMP_SD``; each is also shown measured on one set and checked on the other.
-* ``--intervals`` (default): the interval multipliers ``CALIBRATION`` (default priors) and
-  ``CALIBRATION_REFERENCE`` (a reference run's prior, the benchmark's multipower protocol).
-  For every case (curve x fraction 0.1/0.25/0.5 seen) the score s = |log(forecast / truth)| /
-  (z * sd) with sd the interval's sd at multiplier 1; the multiplier is the 90% quantile of s
-  (split conformal), each independent curve weighted once per fraction (the 14 ValueEmbed and
-  3+3 other modded-nanogpt runs are seeds of 3 records on one data order: their per-step
-  noise is the same, so each record counts once). Printed with leave-one-group-out coverage
-  and a set-level hold-out (multiplier from one set, coverage on the other).
+  Then, on the cases whose annealing is not identifiable yet: the kappa that makes the
+  forecast hit the truth (``ANNEAL_RATIO_PRIOR``), and how it moves with alpha held fixed
+  (``ANNEAL_RATIO_ALPHA_SLOPE``).
+* ``--intervals`` (default): the interval multipliers ``CALIBRATION`` (default priors, the
+  annealing identified or absent), ``CALIBRATION_PRIOR`` (default priors, the annealing from
+  the prior) and ``CALIBRATION_REFERENCE`` (a reference run's prior, the benchmark's
+  multipower protocol), the last two one per seen fraction. For every case (curve x fraction
+  0.1/0.25/0.4/0.5 seen) the score s is the multiplier that puts the truth at the interval's
+  edge: sqrt((|log(forecast / truth)| / z)**2 - noise**2) / sd, with noise the interval's
+  window noise (not scaled) and sd the rest of its sd at multiplier 1; the multiplier is the
+  90% quantile of s (split conformal), each independent curve weighted once per fraction (the
+  14 ValueEmbed and 3+3 other modded-nanogpt runs are seeds of 3 records on one data order:
+  their per-step noise is the same, so each record counts once). Printed with
+  leave-one-group-out coverage and a set-level hold-out (multiplier from one set, coverage on
+  the other).
 
     python benchmarks/schedule_calibration.py [--measure] [--intervals]
 
@@ -39,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _curves import load_sets, split_case  # noqa: E402
 
 SETS = ("multipower", "modded_nanogpt")
-FRACTIONS = (0.1, 0.25, 0.5)
+FRACTIONS = (0.1, 0.25, 0.4, 0.5)
 LEVEL = 0.9
 
 
@@ -145,9 +152,62 @@ def implied_kappa(curves, fractions=(0.25, 0.4)) -> None:
           f"|log(0.4 / kappa)| rms {np.sqrt(np.mean((allg - math.log(0.4)) ** 2)):.2f}")
 
 
+def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.525, 0.55)) -> None:
+    """d log(kappa) / d alpha of the implied kappa (what ``ANNEAL_RATIO_ALPHA_SLOPE`` stands
+    for), with the tilt off and alpha held at each of ``alphas`` (prior sd 1e-4): the slope
+    of the least-squares line through (alpha, log kappa) per group and seen fraction (alphas
+    where no kappa reaches the truth, at the annealing cap, left out); per recipe: median
+    over groups, and leave-one-recipe-out (the other recipe's median as the slope)."""
+    from lightning_scaling import fit_curve, scheduled
+
+    saved = scheduled.ANNEAL_RATIO_ALPHA_SLOPE
+    scheduled.ANNEAL_RATIO_ALPHA_SLOPE = 0.0
+    try:
+        rows, done = [], set()
+        for c in curves:
+            for f in fractions:
+                if (group_of(c), f) in done:
+                    continue
+                case = split_case(c, f)
+                T = float(c.final_step)
+                fit = fit_curve(case.seen_step, case.loss, lr=case.lr)
+                anneal = fit.diagnostics.get("anneal", {}) if fit.ok else {}
+                if not anneal.get("in_schedule") or anneal.get("identifiable"):
+                    continue
+                done.add((group_of(c), f))
+                ks = []
+                for a in alphas:
+                    lo, hi = 0.02, 2.0
+                    for _ in range(14):
+                        mid = math.sqrt(lo * hi)
+                        pred = fit_curve(case.seen_step, case.loss, lr=case.lr,
+                                         prior={"alpha": (a, 1e-4), "kappa": (mid, 1e-3)}).predict(T)
+                        lo, hi = (mid, hi) if pred > case.truth else (lo, mid)
+                    ks.append(math.sqrt(lo * hi))
+                ks = np.array(ks)
+                ok = (ks > 0.021) & (ks < 1.99)
+                if ok.sum() >= 3:
+                    rows.append((c.set, f, float(np.polyfit(np.array(alphas)[ok], np.log(ks[ok]), 1)[0])))
+    finally:
+        scheduled.ANNEAL_RATIO_ALPHA_SLOPE = saved
+    print(f"d log(kappa) / d alpha, alpha held at {alphas[0]}..{alphas[-1]} (tilt off; "
+          f"now ANNEAL_RATIO_ALPHA_SLOPE = {saved})")
+    for f in fractions:
+        med = {st: np.median([b for s2, f2, b in rows if s2 == st and f2 == f]) for st in SETS
+               if any(s2 == st and f2 == f for s2, f2, _ in rows)}
+        parts = []
+        for st, m in med.items():
+            bs = np.array([b for s2, f2, b in rows if s2 == st and f2 == f])
+            other = [v for o, v in med.items() if o != st]
+            loro = f", other recipe's {other[0]:.1f} off by rms {np.sqrt(np.mean((bs - other[0]) ** 2)):.1f}" if other else ""
+            parts.append(f"{st} {m:.1f} ({bs.size} groups, {bs.min():.1f}-{bs.max():.1f}{loro})")
+        print(f"   seen {f:.2f}: " + "; ".join(parts))
+
+
 # ------------------------------------------------------------------------------ intervals
 def _scores(curves, reference: bool):
-    """(group, set, fraction, score) per case, scores at multiplier 1 of the whole sd."""
+    """(group, set, fraction, score, regime) per case: the score is the multiplier of the
+    interval's scaled part that puts the truth at its edge."""
     from extrapolation import _is_reference_target, _reference_prior
 
     from lightning_scaling import fit_curve, scheduled
@@ -167,11 +227,14 @@ def _scores(curves, reference: bool):
             T = float(c.final_step)
             fit.uncertainty["calibration"] = dict(scheduled.INTERVAL_UNIT)  # multiplier 1
             base, ext = (float(v) for v in interval_terms(fit, np.array(T)))
-            sd = math.hypot(base, ext)
+            noise = float(fit.uncertainty.get("noise_sd", 0.0))  # not scaled by the multiplier
+            rest = math.sqrt(max(base * base - noise * noise, 0.0) + ext * ext)
             err = abs(math.log(fit.predict(T) / case.truth))
             anneal = fit.diagnostics.get("anneal", {})
             regime = "prior" if anneal.get("in_schedule") and not anneal.get("identifiable") else "data"
-            out.append((group_of(c), c.set, f, err / (z * sd), regime))
+            # the multiplier of the scaled part that puts the truth at the interval's edge
+            need = math.sqrt(max((err / z) ** 2 - noise * noise, 0.0)) / max(rest, 1e-12)
+            out.append((group_of(c), c.set, f, need, regime))
     return out
 
 
@@ -215,6 +278,7 @@ def main(argv=None) -> int:
     if args.measure:
         measure(curves)
         implied_kappa(curves)
+        alpha_slope(curves)
     if args.intervals or not args.measure:
         from lightning_scaling import scheduled
 
@@ -228,9 +292,11 @@ def main(argv=None) -> int:
         print(f"   -> CALIBRATION_PRIOR = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
               f"(now {scheduled.CALIBRATION_PRIOR})")
         pooled = calibrate([r for r in scores if r[4] == "prior"], "(for comparison: one multiplier for all seen shares)")
-        k = calibrate(_scores(curves, reference=True), "reference prior")
-        print(f"   -> CALIBRATION_REFERENCE = _scaled({k:.2f}) "
-              f"(now k_spread {scheduled.CALIBRATION_REFERENCE['k_spread']:.2f})")
+        ref = _scores(curves, reference=True)
+        table = {f: calibrate([r for r in ref if r[2] == f], f"reference prior, seen {f:.2f}") for f in FRACTIONS}
+        print(f"   -> CALIBRATION_REFERENCE = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
+              f"(now {scheduled.CALIBRATION_REFERENCE})")
+        calibrate(ref, "(for comparison: one reference multiplier for all seen shares)")
     return 0
 
 

@@ -3,11 +3,16 @@ multiplier of each regime (annealing identified, or taken from the prior)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 from test_scheduled import bound_curve, cosine, wsd
 
 import lightning_scaling as ls
 from lightning_scaling import scheduled
+from lightning_scaling.curve import interval_terms
+from lightning_scaling.laws import LAWS
 
 
 def _fit_at_quarter(lr, alpha, A):
@@ -63,6 +68,84 @@ def test_each_regime_gets_its_own_calibrated_multiplier():
     assert after.diagnostics["anneal"]["identifiable"] is True
     assert before.uncertainty["calibration"]["k_spread"] == scheduled._prior_calibration(1000 / 4000)["k_spread"]
     assert after.uncertainty["calibration"]["k_spread"] == scheduled.CALIBRATION["k_spread"]
-    # the prior regime's multiplier never grows with the seen share
-    k = [scheduled._prior_calibration(s)["k_spread"] for s in (0.05, 0.1, 0.2, 0.5, 0.9)]
-    assert k[0] == k[1] >= k[2] >= k[3] == k[4]
+    # the prior regime's multiplier: the measured one at each listed seen share, linear in
+    # log share between them, held beyond them
+    shares = sorted(scheduled.CALIBRATION_PRIOR)
+    for s in shares:
+        assert scheduled._prior_calibration(s)["k_spread"] == scheduled.CALIBRATION_PRIOR[s]
+    assert scheduled._prior_calibration(0.5 * shares[0])["k_spread"] == scheduled.CALIBRATION_PRIOR[shares[0]]
+    assert scheduled._prior_calibration(0.99)["k_spread"] == scheduled.CALIBRATION_PRIOR[shares[-1]]
+    a, b = shares[0], shares[1]
+    k_mid = scheduled._prior_calibration(math.sqrt(a * b))["k_spread"]
+    assert k_mid == pytest.approx(0.5 * (scheduled.CALIBRATION_PRIOR[a] + scheduled.CALIBRATION_PRIOR[b]))
+
+
+def _node_forecasts(fit, T):
+    """Mean forecast at T of the mixture members at each alpha node."""
+    by_alpha = {}
+    for member in fit.components:
+        law = LAWS[member["law"]]
+        by_alpha.setdefault(member["params"]["alpha"], []).append(
+            float(law.evaluate(np.array(float(T)), member["params"], fit.context)))
+    return {a: float(np.mean(v)) for a, v in sorted(by_alpha.items())}
+
+
+def test_alpha_and_the_annealing_ratio_are_tied_so_alpha_is_not_counted_twice(monkeypatch):
+    # before the decay the data pin the curve, not alpha: a larger alpha means a smaller
+    # power-law part, and the same final loss needs a larger share of it annealed away. With
+    # independent priors the alpha nodes' forecasts spread; tied, they agree
+    lr = wsd(T=4000, warmup=100, decay_from=2800)
+    t, y, truth = bound_curve(lr, A=8.0, alpha=0.5, C=0.02, noise=0.004, every=5, seed=5)
+    seen = t <= 1600
+    tied = ls.fit_curve(t[seen], y[seen], lr=lr)
+    assert tied.diagnostics["anneal"]["source"] == "prior"
+    monkeypatch.setattr(scheduled, "ANNEAL_RATIO_ALPHA_SLOPE", 0.0)
+    independent = ls.fit_curve(t[seen], y[seen], lr=lr)
+    spread = {}
+    for name, fit in (("tied", tied), ("independent", independent)):
+        nodes = list(_node_forecasts(fit, 4000).values())
+        assert len(nodes) == 3
+        spread[name] = (max(nodes) - min(nodes)) / truth
+        lo, hi = fit.interval(4000)
+        assert lo < truth < hi
+    assert spread["independent"] > 0.005
+    assert spread["tied"] < 0.3 * spread["independent"]
+
+
+def test_independent_points_count_and_slow_wiggles_do_not():
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(400)
+    assert scheduled._effective_n(white, 400.0) == scheduled.N_EFF_MAX
+    wiggle = np.sin(np.linspace(0, 3 * np.pi, 400)) + 0.1 * rng.standard_normal(400)
+    assert scheduled._effective_n(wiggle, 400.0) == scheduled.N_EFF_CAP
+    assert scheduled._effective_n(white[:12], 12.0) == 12.0  # too few points to tell: all of them
+    # bins of many steps each: the bins' independence is what counts
+    assert scheduled._effective_n(white[:40], 800.0) > 100
+
+
+def _unit_sd(fit, T):
+    """The interval's sd at T at multiplier 1 (what the calibration scales)."""
+    fit.uncertainty["calibration"] = dict(scheduled.INTERVAL_UNIT)
+    base, ext = (float(v) for v in interval_terms(fit, np.array(float(T))))
+    return math.hypot(base, ext)
+
+
+def test_a_prior_regime_interval_tightens_as_independent_data_accrue(monkeypatch):
+    # per-step losses (white noise ~1%), the LR falls only in the last 30%: at 20-45% seen the
+    # annealing comes from the prior, and the data pin the rest of the curve more and more
+    lr = wsd(T=3000, warmup=50, decay_from=2100)
+    t, y, truth = bound_curve(lr, alpha=0.5, C=0.06, noise=0.035, every=1, seed=6)
+    sds = []
+    for share in (0.2, 0.3, 0.45):
+        seen = t <= share * 3000
+        fit = ls.fit_curve(t[seen], y[seen], lr=lr)
+        assert fit.diagnostics["anneal"]["source"] == "prior"
+        assert fit.diagnostics["n_eff"] > 2 * scheduled.N_EFF_CAP  # bins of independent steps
+        lo, hi = fit.interval(3000)
+        assert lo < truth < hi
+        sds.append(_unit_sd(fit, 3000))
+    assert sds[0] > sds[1] > sds[2]
+    # counting at most N_EFF_CAP of those points (the rule before 2026-11-29) leaves L0 and A loose
+    monkeypatch.setattr(scheduled, "N_EFF_MAX", scheduled.N_EFF_CAP)
+    capped = ls.fit_curve(t[seen], y[seen], lr=lr)
+    assert _unit_sd(capped, 3000) > 1.1 * sds[2]
