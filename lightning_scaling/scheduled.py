@@ -98,8 +98,8 @@ ALPHA_PRIOR[0] (joint with alpha: ``ANNEAL_RATIO_ALPHA_SLOPE``). Measured
 (benchmarks/schedule_calibration.py --measure) as the kappa that makes each forecast hit the
 true final loss, on the 60 development cases (25% and 40% seen) whose annealing is not
 identifiable yet, 13 groups: multipower AdamW (wsd, wsdld, two-stage; 10 runs) geometric mean
-0.422, log sd 0.17; modded-nanogpt Muon (3 records) 0.453, log sd 0.10. Leave one recipe
-out (the other recipe's mean as prior mean): log rms error 0.19 on multipower, 0.12 on
+0.422, log sd 0.17; modded-nanogpt Muon (3 records) 0.455, log sd 0.10. Leave one recipe
+out (the other recipe's mean as prior mean): log rms error 0.18 on multipower, 0.12 on
 modded-nanogpt, 0.17 pooled; rms of log(kappa / 0.4) over all groups 0.17: hence sd 0.17.
 Full-curve fits (that prior off) spread more (log sd 0.36: cosine runs reach the annealing
 cap, where kappa and alpha trade off) and are kept as a cross-check only. History: sd 0.5
