@@ -106,6 +106,21 @@ def measure(curves) -> None:
                   f"(rms {np.sqrt(np.mean(rel ** 2)):.0%})")
 
 
+def _kappa_hitting_truth(case, horizon: float, prior: dict | None = None) -> float:
+    """The annealing ratio kappa (held by a tight prior) whose forecast at ``horizon`` hits
+    ``case.truth``, by 14 bisection steps on a log scale in [0.02, 2] (the forecast falls as
+    kappa grows); ``prior`` adds other held parameters."""
+    from lightning_scaling import fit_curve
+
+    lo, hi = 0.02, 2.0
+    for _ in range(14):
+        mid = math.sqrt(lo * hi)
+        held = {**(prior or {}), "kappa": (mid, 1e-3)}
+        pred = fit_curve(case.seen_step, case.loss, lr=case.lr, prior=held).predict(horizon)
+        lo, hi = (mid, hi) if pred > case.truth else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
 def implied_kappa(curves, fractions=(0.25, 0.4)) -> None:
     """kappa that makes the forecast hit the truth, per case where the annealing term is not
     identifiable yet (what ``ANNEAL_RATIO_PRIOR`` stands in for), by bisection on a tight
@@ -122,12 +137,7 @@ def implied_kappa(curves, fractions=(0.25, 0.4)) -> None:
             anneal = fit.diagnostics.get("anneal", {}) if fit.ok else {}
             if not anneal.get("in_schedule") or anneal.get("identifiable"):
                 continue
-            lo, hi = 0.02, 2.0  # the forecast falls as kappa grows
-            for _ in range(14):
-                mid = math.sqrt(lo * hi)
-                pred = fit_curve(case.seen_step, case.loss, lr=case.lr, prior={"kappa": (mid, 1e-3)}).predict(T)
-                lo, hi = (mid, hi) if pred > case.truth else (lo, mid)
-            rows.append((c.set, group_of(c), f, math.sqrt(lo * hi)))
+            rows.append((c.set, group_of(c), f, _kappa_hitting_truth(case, T)))
     by_group = {}
     for st, g, f, k in rows:
         by_group.setdefault((st, g), []).append(math.log(k))
@@ -177,13 +187,8 @@ def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.
                 done.add((group_of(c), f))
                 ks = []
                 for a in alphas:
-                    lo, hi = 0.02, 2.0
-                    for _ in range(14):
-                        mid = math.sqrt(lo * hi)
-                        pred = fit_curve(case.seen_step, case.loss, lr=case.lr,
-                                         prior={"alpha": (a, 1e-4), "kappa": (mid, 1e-3)}).predict(T)
-                        lo, hi = (mid, hi) if pred > case.truth else (lo, mid)
-                    ks.append(math.sqrt(lo * hi))
+                    k = _kappa_hitting_truth(case, T, {"alpha": (a, 1e-4)})
+                    ks.append(k)
                 ks = np.array(ks)
                 ok = (ks > 0.021) & (ks < 1.99)
                 if ok.sum() >= 3:
