@@ -337,9 +337,10 @@ class FigureProcess:
     """A helper process that renders figures (see the module docstring); used from one thread.
 
     ``start`` launches it and returns at once (the helper imports matplotlib meanwhile);
-    ``submit`` sends a job unless one is already being rendered; ``results`` returns the
-    replies that have arrived, without waiting; ``wait`` waits for the pending job up to a
-    deadline; ``close`` ends the helper. A reader thread, blocked on the helper's output, takes
+    ``submit`` sends a job unless one is already being rendered (or, with ``queue=True``,
+    behind it: the helper answers jobs in order); ``results`` returns the replies that have
+    arrived, without waiting; ``wait`` waits for the pending jobs up to a deadline; ``close``
+    ends the helper. A reader thread, blocked on the helper's output, takes
     the replies in: it costs no CPU while it waits.
 
     Attributes:
@@ -358,7 +359,7 @@ class FigureProcess:
         self.pid: int | None = None
         self._replies: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
-        self._pending: int | None = None  # id of the job being rendered
+        self._pending: list[int] = []  # ids of the jobs sent and not answered yet, oldest first
         self._next_id = 1
 
     def start(self) -> None:
@@ -383,25 +384,25 @@ class FigureProcess:
 
     @property
     def busy(self) -> bool:
-        """True while a job is being rendered."""
-        return self._pending is not None
+        """True while a job is being rendered (or waits to be)."""
+        return bool(self._pending)
 
-    def submit(self, figures: dict) -> int | None:
+    def submit(self, figures: dict, *, queue: bool = False) -> int | None:
         """Send {tag: (kind, kwargs)} to be rendered; returns the job's id, or None (nothing
-        sent) while a job is pending or when the helper is gone."""
-        if self._pending is not None or not self.alive:
+        sent) when the helper is gone or, unless ``queue``, while a job is pending."""
+        if (self._pending and not queue) or not self.alive:
             return None
         job_id, self._next_id = self._next_id, self._next_id + 1
         try:
             _send(self.process.stdin, {"id": job_id, "figures": figures})
         except (OSError, ValueError):
             return None
-        self._pending = job_id
+        self._pending.append(job_id)
         return job_id
 
     def _take(self, reply, out: list) -> None:
         if reply is None:
-            self._pending = None
+            self._pending = []
             if self.matplotlib is None:
                 self.matplotlib = False
                 self.error = self.error or "the figure helper ended before it could draw"
@@ -413,8 +414,8 @@ class FigureProcess:
             self.pid = reply.get("pid", self.pid)
             return
         self.render_cpu_seconds = float(reply.get("render_cpu_s", 0.0))
-        if reply["id"] == self._pending:
-            self._pending = None
+        if reply["id"] in self._pending:
+            self._pending.remove(reply["id"])
         out.append(reply)
 
     def results(self) -> list[dict]:
@@ -428,11 +429,13 @@ class FigureProcess:
             self._take(reply, out)
 
     def wait(self, timeout: float) -> list[dict]:
-        """Replies until the pending job's has arrived (and the warm-up's, when still due), or
+        """Replies until every pending job's has arrived (and the warm-up's, when still due), or
         ``timeout`` seconds have passed, or the helper is gone."""
         deadline = time.monotonic() + max(0.0, timeout)
         out = self.results()
-        while (self._pending is not None or self.matplotlib is None) and self.alive:
+        # not `self.alive`: a helper that has just exited may still have replies in the pipe;
+        # the reader thread's end-of-stream marker ends the wait instead
+        while (self._pending or self.matplotlib is None) and self.process is not None:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -448,7 +451,7 @@ class FigureProcess:
         (its interpreter's shutdown takes ~0.1 s); a daemon thread reaps it and kills it if it
         is still there after ``timeout`` seconds."""
         process, self.process = self.process, None
-        self._pending = None
+        self._pending = []
         if process is None:
             return
         try:

@@ -144,6 +144,13 @@ def test_figure_process_survives_a_bad_job_and_draws_the_next():
         assert reply["id"] == job_id and reply["error"] is None
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and (height, width) == (400, 640)
         assert helper.render_cpu_seconds > 0 and helper.cpu_seconds > helper.render_cpu_seconds
+        # a job queued behind a pending one (the end of training's): both answered, in order
+        first = helper.submit({"a": ("forecast_history", job)})
+        queued = helper.submit({"b": ("forecast_history", job)}, queue=True)
+        assert helper.busy and queued == first + 1
+        replies = helper.wait(60)
+        assert [r["id"] for r in replies] == [first, queued] and not helper.busy
+        assert [list(r["images"]) for r in replies] == [["a"], ["b"]]
     finally:
         process = helper.process
         helper.close()
