@@ -26,10 +26,12 @@ torch or Lightning.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -469,11 +471,19 @@ class TensorBoardSink:
     Figures are drawn in a helper process (:class:`~lightning_scaling.plots_tb.FigureProcess`)
     started at ``setup``: the training process does not draw, nor import matplotlib for it.
     The training thread gathers the figures' data (numpy, a few milliseconds) and writes the
-    finished PNGs at a later hook; at the end it waits for the final figures, up to
-    ``figure_timeout`` seconds, while the helper draws them (about 0.1 CPU s for the two), then
-    lets the helper go. Where no process can be started, figures are drawn on the training
-    thread instead. The per-step series are buffered and written in batches (see
-    ``MAX_BUFFERED``).
+    finished PNGs at a later hook. The final figures (the curve to the last step, the final
+    forecast and the forecast history: their data is complete at ``on_train_end``) are sent
+    to the helper at ``on_train_end`` and the training thread does not wait for them: a
+    background thread writes them, at the final step, into an event file of their own in the
+    run's directory (name ending in ``FINAL_FIGURES_SUFFIX``) about 0.1-0.2 s after
+    ``trainer.fit`` returns (the helper's drawing: about 0.1 CPU s for the two), then lets the
+    helper go. ``wait_for_figures()`` waits for that; an interpreter that exits first waits
+    for it too (an ``atexit`` hook, bounded by ``figure_timeout``). A process killed outright
+    (SIGKILL, ``os._exit``) loses them, as it loses a SummaryWriter's unflushed queue. With a
+    writer that has no log directory (not a torch or tensorboardX SummaryWriter), the end of
+    training waits for the final figures instead, up to ``figure_timeout`` seconds. Where no
+    process can be started, figures are drawn on the training thread. The per-step series are
+    buffered and written in batches (see ``MAX_BUFFERED``).
 
     Args:
         logger: a TensorBoardLogger (its ``experiment`` is the SummaryWriter written to).
@@ -484,7 +494,8 @@ class TensorBoardSink:
         max_figure_overhead: share of training time the periodic figures may take (0.002),
             counting the helper's drawing CPU seconds and the training thread's own.
         figure_process: draw figures in a helper process (True) or on the training thread.
-        figure_timeout: seconds the end of training waits at most for the final figures.
+        figure_timeout: seconds the final figures are waited for at most (after training, by
+            the background thread; by an exiting interpreter, what is left of them).
     """
 
     def __init__(self, logger=None, *, writer=None, every: int | None = None, figures: bool = True,
@@ -529,6 +540,7 @@ class TensorBoardSink:
         self._due: list[tuple[Mapping[str, Any], Any]] = []  # (observation, newest forecast) to write
         self._last_flush = time.monotonic()
         self._last_refit_step: int | None = None
+        self._final: _FinalFigures | None = None  # the final figures being finished after training
 
     #: The per-step series are buffered and written in batches: at each refit (when the
     #: monitor's refit thread is idle, so that writing does not wait on the GIL behind it), at
@@ -638,8 +650,23 @@ class TensorBoardSink:
         t = _clock()
         self._write_due(monitor)
         self._account("observations", t)
-        if self.figures:
-            self._write_figures(trainer, monitor, final=True)  # with a helper: sent, drawn meanwhile
+        self._final = None
+        try:
+            if self.figures:
+                # with a helper: the job is sent now and drawn while the rest is written; the
+                # figures are written by a _FinalFigures thread, without holding up the training
+                self._write_figures(trainer, monitor, final=True)
+            self._write_summary_text(trainer, monitor)
+            if self._helper is not None:
+                self._finish_helper()  # a writer without a log directory: the figures go in it
+            t = _clock()
+            self.writer.flush()
+            self._account("end", t)
+        finally:
+            if self._final is not None:
+                self._final.start()  # after the flush: its event file comes after the last record here
+
+    def _write_summary_text(self, trainer, monitor) -> None:
         t = _clock()
         summary = None
         path = getattr(monitor, "summary_path", None)  # the callback has just written it
@@ -654,11 +681,6 @@ class TensorBoardSink:
         if summary is None:
             summary = monitor.summary(trainer)
         write_text(self.writer, "scaling/summary", summary_markdown(summary), int(trainer.global_step))
-        self._account("end", t)
-        if self._helper is not None:
-            self._finish_helper()
-        t = _clock()
-        self.writer.flush()
         self._account("end", t)
 
     def on_exception(self, trainer, pl_module, monitor, exception) -> None:
@@ -846,6 +868,31 @@ class TensorBoardSink:
         self._drop_helper()
         self._account("end", t)
 
+    def _hand_off_final(self, monitor, step: int) -> bool:
+        """Send the final figures' job to the helper and hand the helper to a
+        :class:`_FinalFigures`, which writes them when drawn (started at the end of
+        ``on_train_end``). False (nothing done) when the figures cannot go in an event file of
+        their own (a writer without a log directory) or the helper is gone."""
+        logdir = _log_dir_of(self.writer)
+        if logdir is None:
+            return False
+        self._write_helper_images(self._helper.results())  # what is ready goes in now
+        helper = self._helper
+        if helper is None or not helper.alive:
+            return False
+        final = _FinalFigures(self, helper, figure_jobs(monitor, final=True), step, logdir, self._job_steps)
+        if final.job_id is None:
+            return False
+        self._final, self._helper, self._job_steps = final, None, {}
+        return True
+
+    def wait_for_figures(self, timeout: float | None = None) -> bool:
+        """Wait (up to ``timeout`` s; None: as long as it takes, itself bounded by
+        ``figure_timeout``) until the final figures of the last ``fit`` are in their event
+        file. True when none are on their way any more (written, or given up)."""
+        final = self._final
+        return final is None or final.done.wait(timeout)
+
     def _write_figures(self, trainer, monitor, final: bool) -> None:
         t = _clock()
         kind = "end" if final else "figures"
@@ -854,6 +901,9 @@ class TensorBoardSink:
         step = int(getattr(trainer, "global_step", 0))
         if self.figure_process and self._helper is None and final and self.figures_written == 0:
             self._start_helper()  # a sink used without setup (a custom loop)
+        if final and self._helper is not None and self._hand_off_final(monitor, step):
+            self._account(kind, t)
+            return
         if self._helper is not None and (self._helper.matplotlib is None or self._helper.busy):
             if not final:
                 self._account(kind, t)
@@ -879,6 +929,138 @@ class TensorBoardSink:
         self.figures_written += len(figures)
         self.figure_pid = None
         self._last_figure_seconds = self._account(kind, t)
+
+
+def _log_dir_of(writer) -> str | None:
+    """The directory a torch or tensorboardX SummaryWriter writes to, else None."""
+    get = getattr(writer, "get_logdir", None)
+    if get is None or getattr(writer, "_get_file_writer", None) is None:
+        return None
+    try:
+        logdir = get()
+    except Exception:
+        return None
+    return logdir if isinstance(logdir, str) and logdir else None
+
+
+#: Suffix of the event file that holds the final figures (TensorBoard reads every file of a
+#: run's directory whose name contains "tfevents").
+FINAL_FIGURES_SUFFIX = ".final_figures"
+#: Seconds an exiting interpreter gives the final figures' event file, past ``figure_timeout``,
+#: to be written and closed.
+EXIT_WRITE_MARGIN_S = 10.0
+
+_unfinished: set = set()  # _FinalFigures whose thread has not ended
+_unfinished_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _wait_at_exit() -> None:
+    """The interpreter is exiting: let final figures on their way reach their event file
+    (each bounded by its deadline plus ``EXIT_WRITE_MARGIN_S``)."""
+    with _unfinished_lock:
+        pending = list(_unfinished)
+    for final in pending:
+        final.done.wait(max(0.0, final.deadline - time.monotonic()) + EXIT_WRITE_MARGIN_S)
+
+
+class _FinalFigures:
+    """The end-of-training figures, finished off the training thread.
+
+    The training thread gathers their data (the curve to the last step and the final
+    forecast: what the figures show does not change after ``on_train_end``), sends the job to
+    the helper process queued behind any periodic job still out, and goes on; a daemon thread
+    waits for the drawings (up to ``figure_timeout``), writes them at the final step into an
+    event file of their own in the run's directory (the logger closes its writer right after
+    training; a file of their own needs no coordination with it), closes that file and ends the
+    helper. Should the helper be unable to draw, the thread draws them itself. An interpreter
+    that exits meanwhile waits for it (an ``atexit`` hook, bounded by the same deadline).
+    """
+
+    def __init__(self, sink, helper, jobs: dict, step: int, logdir: str, earlier: dict):
+        self.sink = sink
+        self.helper = helper
+        self.jobs = jobs
+        self.step = int(step)
+        self.logdir = logdir
+        self.timeout = float(sink.figure_timeout)
+        self.job_steps = dict(earlier)  # helper job id -> (global step, final)
+        self.job_id = helper.submit(jobs, queue=True)
+        if self.job_id is not None:
+            self.job_steps[self.job_id] = (self.step, True)
+        self.done = threading.Event()
+        self.deadline = math.inf
+        self.path: str | None = None  # the event file, once written
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        global _exit_hook_registered
+        self.deadline = time.monotonic() + self.timeout
+        with _unfinished_lock:
+            _unfinished.add(self)
+            if not _exit_hook_registered:
+                # registered after the helper's weakref finalizers: atexit runs it before them
+                atexit.register(_wait_at_exit)
+                _exit_hook_registered = True
+        self.thread = threading.Thread(target=self._run, daemon=True, name="lightning-scaling-final-figures")
+        self.thread.start()
+
+    def _run(self) -> None:
+        import logging
+
+        log = logging.getLogger(__name__)
+        helper, sink = self.helper, self.sink
+        try:
+            images, drawn_by = [], None
+            final_answered = False
+            for reply in helper.wait(max(0.0, self.deadline - time.monotonic())):
+                step, _ = self.job_steps.pop(reply["id"], (self.step, False))
+                final_answered = final_answered or reply["id"] == self.job_id
+                if reply.get("error"):
+                    log.info("lightning-scaling: a figure could not be drawn (%s)", reply["error"])
+                images += [(tag, *image, step) for tag, image in reply.get("images", {}).items()]
+                drawn_by = helper.pid
+            if not final_answered and (helper.matplotlib is False or not helper.busy):
+                # the helper could not draw, or ended: this process has matplotlib (checked)
+                log.info("lightning-scaling: the figure helper process could not draw (%s); the final figures "
+                         "are drawn in this process", helper.error or "it ended")
+                from . import plots_tb
+
+                images += [(tag, *image, self.step) for tag, image in plots_tb.render_pngs(self.jobs).items()]
+                drawn_by = None
+            elif not final_answered:
+                log.warning("lightning-scaling: the final figures took longer than %.0f s and were not written",
+                            self.timeout)
+            if images:
+                self.path = _write_images_file(self.logdir, images)
+                sink.figures_written += len(images)
+                sink.figure_pid = drawn_by
+        except Exception as exc:  # the training is over; tell, do not raise in a thread
+            log.warning("lightning-scaling: the final figures could not be written (%s: %s)", type(exc).__name__, exc)
+        finally:
+            helper.close(timeout=5.0)
+            sink.helper_cpu_seconds += helper.cpu_seconds
+            self.done.set()
+            with _unfinished_lock:
+                _unfinished.discard(self)
+
+
+def _write_images_file(logdir: str, images) -> str:
+    """Write [(tag, PNG, height, width, step)] as image summaries into a new event file in
+    ``logdir``, closed on return; returns its path."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(logdir, filename_suffix=FINAL_FIGURES_SUFFIX)
+    try:
+        for tag, png, height, width, step in images:
+            image = Summary.Image(height=int(height), width=int(width), colorspace=3, encoded_image_string=png)
+            writer.add_event(Event(wall_time=time.time(), step=int(step),
+                                   summary=Summary(value=[Summary.Value(tag=tag, image=image)])))
+    finally:
+        writer.close()
+    return writer._file_name if hasattr(writer, "_file_name") else logdir
 
 
 def _note_no_matplotlib() -> None:

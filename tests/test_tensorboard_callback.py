@@ -64,6 +64,10 @@ def fit(tmp_path, logger, *, trainer_cls=pl.Trainer, base=pl.LightningModule, mo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(make_module(base), loader())
+    for sink in monitor.sinks:
+        if isinstance(sink, tb.TensorBoardSink):
+            # the final figures are written by a thread shortly after fit returns
+            assert sink.wait_for_figures(60)
     return trainer, monitor
 
 
@@ -285,3 +289,48 @@ def test_figures_drawn_in_this_process_when_there_is_no_helper(tmp_path, monkeyp
         assert len(notes) == 1 and line in notes[0].getMessage()
     final = events(logger.log_dir).Images("scaling/figure/loss_vs_compute")[-1]
     assert final.step == 40 and png_size(final)[0] == "PNG"
+
+
+EXIT_SCRIPT = r"""
+import sys, time, warnings
+sys.path.insert(0, {tests!r})
+import test_tensorboard_callback as t
+from pytorch_lightning.loggers import TensorBoardLogger
+from lightning_scaling import tensorboard as tb
+
+write = tb._write_images_file
+def slow_write(*args):
+    time.sleep(1.0)  # the interpreter is exiting by now: only the exit hook keeps it alive
+    return write(*args)
+tb._write_images_file = slow_write
+logger = TensorBoardLogger({root!r}, name="tb")
+monitor = t.ScalingLawMonitor(refit_every=10, background=False, tokens_per_batch=16)
+trainer = t.pl.Trainer(max_steps=40, logger=logger, callbacks=[monitor], enable_progress_bar=False,
+                       enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=5,
+                       accelerator="cpu", devices=1)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    trainer.fit(t.make_module(t.pl.LightningModule), t.loader())
+print("LOGDIR", logger.log_dir)
+print("PENDING_AT_EXIT", not t.sink_of(monitor).wait_for_figures(0))
+"""
+
+
+def test_final_figures_reach_the_event_file_when_the_process_exits_right_after_fit(tmp_path):
+    """fit returns before the final figures are written; a script that ends there still gets
+    them in its event files (the exit hook waits for them)."""
+    import subprocess
+
+    pytest.importorskip("matplotlib")
+    script = EXIT_SCRIPT.format(tests=os.path.dirname(__file__), root=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("LOGDIR", "PENDING")))
+    assert lines["PENDING_AT_EXIT"] == "True"  # the exit came while they were on their way
+    log_dir = lines["LOGDIR"]
+    assert any(name.endswith(tb.FINAL_FIGURES_SUFFIX) for name in os.listdir(log_dir))
+    ea = events(log_dir)
+    for tag in ("scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"):
+        final = ea.Images(tag)[-1]
+        assert final.step == 40 and png_size(final)[0] == "PNG"
+    assert ea.Tensors("scaling/summary/text_summary")  # the main event file is whole too
