@@ -836,7 +836,9 @@ def holdout_errors(laws: Sequence[Law], x: np.ndarray, y: np.ndarray, w: np.ndar
     last: dict[str, list[float]] = {law.name: [] for law in laws}
     dists = []
     for q in splits:
-        train = x <= q * x[-1]
+        # a relative slack: a point sitting on the split (an integer step grid) must fall on the
+        # same side whatever the units of x, or rescaling x by an inexact factor changes the fit
+        train = x <= q * x[-1] * (1.0 + 1e-9)
         test = ~train
         if train.sum() < min_fit or test.sum() < 1:
             continue
@@ -918,8 +920,9 @@ def has_downward_trend(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> bool:
     span = lx[-1] - lx[0]
     if span <= 0:
         return False
-    first = lx <= lx[0] + span / 3
-    last = lx >= lx[-1] - span / 3
+    slack = 1e-9 * span  # points on a third's edge stay put whatever the units of x
+    first = lx <= lx[0] + span / 3 + slack
+    last = lx >= lx[-1] - span / 3 - slack
     if first.sum() < 1 or last.sum() < 1:
         return False
     ly = np.log(y)
@@ -954,7 +957,7 @@ def detect_warmup(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, z: float = WAR
     if n < 2 * MIN_POINTS:
         return 0, ""
     lx = np.log(x)
-    limit_lx = lx[0] + WARMUP_MAX_SPAN * (lx[-1] - lx[0])
+    limit_lx = lx[0] + WARMUP_MAX_SPAN * (lx[-1] - lx[0]) * (1.0 + 1e-9)
     max_cut = min(int(np.searchsorted(lx, limit_lx, side="right")), n - MIN_POINTS, max_candidates)
     if max_cut <= 0:
         return 0, ""
