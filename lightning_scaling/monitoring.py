@@ -327,6 +327,26 @@ class TrendDetector:
     negative checks against it, or ``patience`` checks in a row within the band of the
     newest eligible fit (the shift has become the run's trend, or the frozen fit was wrong).
 
+    A second trigger catches slow drifts, which the lagged references partly absorb before
+    the window test sees them: a one-sided CUSUM of the per-observation relative excess
+    ``loss / expected - 1`` over its own reference, the detector's reference while the sum
+    is zero and held (frozen) while it is positive. Its allowance (subtracted from every
+    observation) is the band plus ``max(drift_floor, q)`` and it fires when the sum exceeds
+    ``window * max(drift_floor, 2 q)`` while the mean of the last ``window`` losses is at
+    least ``drift_level`` above the held fit's band upper end; ``q`` is the ``drift_quantile``
+    quantile of the absolute noise samples (per unit of extrapolation distance, taken when
+    the sum last was zero) times the distance from the held fit's data: on smooth curves the
+    allowance is a few hundredths of a percent and a drift is caught early, on noisy curves
+    (or ones whose law misses by a percent at times) it is as large as their usual swings
+    and the CUSUM stays quiet. A held fit is released when the LR changes by more than
+    ``lr_change`` since its data ended. While the sum is positive no noise sample is
+    admitted (up to ``3 * (window + patience)`` held back), so the drift being accumulated
+    cannot widen the scale meant to catch it. When the CUSUM fires, an episode starts
+    against its held fit, which becomes the reference; it goes on while the window stays
+    ``drift_level`` above that fit's band, and ends as above, with ``band + drift_level``
+    as the newest fit's bound. After an episode the CUSUM waits for a reference made from
+    data after the episode's end (a fit that saw the shift would only report it again).
+
     Args:
         patience: consecutive positive checks before an episode starts.
         window: observations in the smoothed loss.
@@ -336,6 +356,11 @@ class TrendDetector:
         lag: the reference fit's data must end at least this many optimizer steps before the
             observation (settable while running: ``detector.lag = ...``).
         min_calibration: noise samples needed before the first positive check.
+        drift_level: smallest mean relative excess over the held fit's band for the drift
+            CUSUM to fire (0.01 = 1%); None turns the drift CUSUM off.
+        drift_floor: smallest allowance and per-observation threshold of the drift CUSUM,
+            relative (0.0015 = 0.15%).
+        drift_quantile: the quantile of the absolute noise samples that scales the CUSUM.
         schedule: the LR at every optimizer step (optional). A lagged reference is not
             extrapolated across a change of the LR by more than ``lr_change`` (relative):
             the newest fit made before the observation is used there instead. A fit whose
@@ -355,11 +380,16 @@ class TrendDetector:
         min_calibration: int = 10,
         schedule: np.ndarray | None = None,
         lr_change: float = 0.1,
+        drift_level: float | None = 0.01,
+        drift_floor: float = 0.0015,
+        drift_quantile: float = 0.9,
     ):
         if int(patience) < 1 or int(window) < 1:
             raise InvalidInputError(f"patience and window must be >= 1, got {patience!r}, {window!r}")
         if not 0 < level < 1:
             raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+        if not 0 < drift_quantile <= 1 or not drift_floor > 0:
+            raise InvalidInputError(f"drift_quantile must be in (0, 1] and drift_floor > 0, got {drift_quantile!r}, {drift_floor!r}")
         self.patience = int(patience)
         self.window = int(window)
         self.min_excess = float(min_excess)
@@ -368,13 +398,23 @@ class TrendDetector:
         self.lag = float(lag)
         self.min_calibration = int(min_calibration)
         self.lr_change = float(lr_change)
+        self.drift_level = None if drift_level is None else float(drift_level)
+        self.drift_floor = float(drift_floor)
+        self.drift_quantile = float(drift_quantile)
+        self._drift_sum = 0.0  # one-sided CUSUM of the relative excess over the allowance, relative x observations
+        self._drift_ref: list | None = None  # [data step, fit, axis, table]: held while the sum is positive
+        self._drift_scale = math.inf  # noise quantile per unit of log-extrapolation distance, when the sum last was zero
+        self._drift_since = 0
+        self._drift_rearm = 0  # after an episode, the CUSUM waits for a reference made from data up to here
+        self._drift_episode = False  # the episode going on was started by the drift CUSUM
+        self._drift_recent: deque[float] = deque(maxlen=self.window)  # loss / band upper end - 1 against the held fit
         self.schedule = schedule
         self.reference: Any = None
         self.reference_step: int | None = None
         self.reference_axis = "step"
         self._fits: deque[tuple] = deque(maxlen=64)  # (data step, fit, x axis, band table), oldest first
         self._obs: deque[list[float]] = deque(maxlen=self.window)  # [step, x, loss, expected, band_hi]
-        self._calibration: deque[float] = deque(maxlen=64)
+        self._calibration: deque[float] = deque(maxlen=self._calibration_size(self.window))
         self._holding: deque[float] = deque()  # negative checks not yet trusted as noise samples
         self._scale_cache: float | None = None
         self._scale_age = 0
@@ -396,6 +436,7 @@ class TrendDetector:
         if window != self.window:
             self.window = window
             self._obs = deque(self._obs, maxlen=window)
+            self._drift_recent = deque(self._drift_recent, maxlen=window)
             self._calibration = deque(self._calibration, maxlen=self._calibration_size(window))
             self._resum()
 
@@ -428,6 +469,8 @@ class TrendDetector:
         self._obs.clear()
         self._resum()
         self.count, self.behind, self.since_step = 0, False, None
+        self._drift_sum, self._drift_ref = 0.0, None
+        self._drift_recent.clear()
 
     @property
     def frozen(self) -> bool:
@@ -536,6 +579,40 @@ class TrendDetector:
             self._grid = g = (xs, mean, hi)
         return float(np.interp(x, g[0], g[1])), float(np.interp(x, g[0], g[2]))
 
+    def _tabulated(self, fit: Any, table: Any, x: float) -> tuple[float, float, Any]:
+        """``fit``'s expected loss and band upper end at x, and the table they came from
+        (``table`` when it spans x, else a new one built as in ``_band_at``)."""
+        if table is None or not (table[0][0] <= x <= table[0][-1]):
+            xs = float(x) * np.logspace(0.0, math.log10(2.0), 257) if x > 0 else np.linspace(x, x + 1.0, 257)
+            mean = np.atleast_1d(np.asarray(fit.predict(xs), dtype=float))
+            hi = np.atleast_1d(np.asarray(fit.interval(xs, level=self.level)[1], dtype=float))
+            table = (xs, mean, np.where(np.isfinite(hi), hi, mean))
+        return float(np.interp(x, table[0], table[1])), float(np.interp(x, table[0], table[2])), table
+
+    def _drift_check(self, step: int, x: float, loss: float, mean: float, hi: float) -> bool:
+        """Add one observation to the drift CUSUM (``mean``, ``hi``: the reference's expected
+        loss and band upper end at x); True when it fires."""
+        ref = self._drift_ref
+        if self._drift_sum <= 0.0 or ref is None or ref[2] != self.reference_axis or self._lr_changed(ref[0], step):
+            self._drift_sum = 0.0
+            if ref is None or ref[1] is not self.reference:
+                self._drift_recent.clear()
+            self._drift_ref = ref = [self.reference_step, self.reference, self.reference_axis, self._grid]
+            samples = np.abs(np.asarray(self._calibration, dtype=float))
+            self._drift_scale = float(np.quantile(samples, self.drift_quantile)) if samples.size else math.inf
+            self._drift_since = int(step)
+        if ref[1] is not self.reference:
+            mean, hi, ref[3] = self._tabulated(ref[1], ref[3], x)
+        if not (math.isfinite(mean) and mean != 0 and math.isfinite(hi) and hi != 0):
+            return False
+        q = self._drift_scale * math.log(max(float(step) / max(float(ref[0] or 0), 1.0), DISTANCE_MIN))
+        allowance = hi / mean - 1.0 + max(self.drift_floor, q)
+        self._drift_sum = max(0.0, self._drift_sum + loss / mean - 1.0 - allowance)
+        self._drift_recent.append(loss / hi - 1.0)
+        if len(self._drift_recent) < self.window or math.fsum(self._drift_recent) < self.window * self.drift_level:
+            return False
+        return self._drift_sum > self.window * max(self.drift_floor, 2.0 * q)
+
     def _rethreshold(self) -> None:
         if not self._obs or self.reference is None:
             return
@@ -605,15 +682,50 @@ class TrendDetector:
         if self.frozen and self._fresh is not None:
             # the shift may have become the run's new trend (or the frozen fit was the wrong one):
             # patience checks in a row within the newest eligible fit's band end the episode
-            self._recovered = self._recovered + 1 if self._recovered_against_fresh(threshold_of) else 0
+            within = (lambda band_relative: band_relative + self.drift_level) if self._drift_episode else threshold_of
+            self._recovered = self._recovered + 1 if self._recovered_against_fresh(within) else 0
             if self._recovered >= self.patience:
                 self.count, self.behind, self.since_step, self._recovered = 0, False, None, 0
+                self._drift_rearm, self._drift_episode = int(step), False
                 self._holding.clear()
                 self._adopt(self._fresh)
                 return None
         else:
             self._recovered = 0
-        if calibrated and excess > threshold:
+        drifting = (calibrated and not self.behind and self.drift_level is not None
+                    and (self.reference_step or 0) >= self._drift_rearm
+                    and self._drift_check(int(step), x, float(loss), mean, hi))
+        if drifting:
+            # the drift CUSUM fired: the episode is judged against the fit it held, from before the drift
+            ref, since = self._drift_ref, self._drift_since
+            self._drift_sum, self._drift_ref = 0.0, None
+            self._drift_recent.clear()
+            if ref[1] is not self.reference:
+                self._adopt(tuple(ref))
+            # the size of the shift: the observations since the sum left zero (the last window at most)
+            recent = [o for o in self._obs if o[0] >= since] or [self._obs[-1]]
+            smoothed, expected, hi_mean = (math.fsum(o[i] for o in recent) / len(recent) for i in (2, 3, 4))
+            self.count, self.behind, self.since_step = max(self.count, self.patience), True, since
+            self._drift_episode = True
+            self._holding.clear()
+            self.episodes += 1
+            return TrendEvent(
+                step=int(step),
+                since_step=int(since),
+                smoothed_loss=smoothed,
+                threshold=expected * (1 + threshold),
+                expected=expected,
+                excess=smoothed - hi_mean,
+                excess_relative=smoothed / expected - 1.0,
+                reference_step=int(self.reference_step or 0),
+                level=self.level,
+            )
+        if not calibrated or self.behind or (self.reference_step or 0) < self._drift_rearm:
+            self._drift_sum, self._drift_ref = 0.0, None
+        # an episode the CUSUM started goes on while the window stays drift_level above the band
+        drift_held = (self._drift_episode and self.behind and self.drift_level is not None
+                      and hi_mean > 0 and smoothed / hi_mean - 1.0 >= self.drift_level)
+        if calibrated and (excess > threshold or drift_held):
             if self.count == 0:
                 above = [o for o in self._obs if o[2] > o[3] * (1 + threshold)]
                 self.since_step = int((above[0] if above else self._obs[-1])[0])
@@ -638,7 +750,9 @@ class TrendDetector:
             # a sample becomes a noise sample only once window + patience later checks passed
             # without an episode: the onset of a shift must not widen the threshold meant to catch it
             self._holding.append(excess / distance)
-            while len(self._holding) > self.window + self.patience:
+            delay = self.window + self.patience
+            # while the drift CUSUM accumulates, what it accumulates is held back from the noise samples
+            while len(self._holding) > delay and (self._drift_sum <= 0.0 or len(self._holding) > 3 * delay):
                 self._calibration.append(self._holding.popleft())
                 self._scale_age += 1
         if self.behind:
@@ -646,6 +760,7 @@ class TrendDetector:
             if self.count == 0:
                 self.behind = False
                 self.since_step = None
+                self._drift_rearm, self._drift_episode = int(step), False
         else:
             self.count = 0
             self.since_step = None
@@ -667,6 +782,24 @@ class TrendDetector:
             "since_step": self.since_step,
             "behind": bool(self.behind),
             "episodes": int(self.episodes),
+            "drift": self._drift_state(),
+        }
+
+    def _drift_state(self) -> dict[str, Any]:
+        ref = self._drift_ref
+        if ref is None:
+            return {"rearm": int(self._drift_rearm), "episode": bool(self._drift_episode)}
+        same = ref[1] is self.reference
+        return {
+            "rearm": int(self._drift_rearm),
+            "episode": bool(self._drift_episode),
+            "sum": float(self._drift_sum),
+            "reference_step": None if ref[0] is None else int(ref[0]),
+            "reference": None if same else plain(ref[1].to_dict()),
+            "axis": str(ref[2]),
+            "scale": float(self._drift_scale),
+            "since": int(self._drift_since),
+            "recent": [float(v) for v in self._drift_recent],
         }
 
     def load_state_dict(self, state: dict[str, Any], fit_from_dict: Callable[[dict], Any]) -> None:
@@ -690,6 +823,19 @@ class TrendDetector:
         self.since_step = state.get("since_step")
         self.behind = bool(state.get("behind", False))
         self.episodes = int(state.get("episodes", 0))
+        self._drift_recent = deque(maxlen=self.window)
+        self._drift_sum, self._drift_ref = 0.0, None
+        drift = state.get("drift") or {}
+        self._drift_rearm = int(drift.get("rearm", 0))
+        self._drift_episode = bool(drift.get("episode", False))
+        if drift.get("axis") is not None:
+            fit = self.reference if drift.get("reference") is None else fit_from_dict(drift["reference"])
+            if fit is not None:
+                self._drift_ref = [drift.get("reference_step"), fit, drift.get("axis", self.reference_axis), None]
+                self._drift_sum = float(drift.get("sum", 0.0))
+                self._drift_scale = float(drift.get("scale", math.inf))
+                self._drift_since = int(drift.get("since", 0))
+                self._drift_recent.extend(float(v) for v in drift.get("recent", []))
 
 
 # -- divergence ----------------------------------------------------------------------------

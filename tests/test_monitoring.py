@@ -1,3 +1,4 @@
+import json
 import math
 import time
 
@@ -64,7 +65,8 @@ def test_the_reference_fit_is_frozen_while_checks_are_positive():
     rng = np.random.default_rng(1)
     steps = np.arange(1, 401)
     fit = ls.fit_curve(steps, curve(steps, rng))
-    det = TrendDetector(patience=5, window=3, min_calibration=0)
+    # the window test alone (the drift CUSUM would start an episode at once on a 5% jump)
+    det = TrendDetector(patience=5, window=3, min_calibration=0, drift_level=None)
     assert det.offer_fit(fit, 400)
     for s in range(401, 431):  # in control: the noise scale is calibrated
         det.observe(s, float(s), float(curve([s], rng)[0]))
@@ -97,6 +99,59 @@ def test_an_episode_ends_when_the_shift_has_become_the_trend():
             ended = s
     assert 1000 < started < 1030 and det.episodes == 1
     assert ended is not None and started < ended < 1600 and det.reference_step > 1000
+
+
+def monitor_like(n: int, drift_level=0.01) -> TrendDetector:
+    """A detector sized as the monitor sizes it for an n-step run: window 2.5%, patience 1%, lag 5%."""
+    return TrendDetector(patience=max(3, n // 100), window=n // 40, lag=0.05 * n, drift_level=drift_level)
+
+
+def stream(det, loss, steps, fits):
+    """Observe loss at steps (refits from the fits dict {data step: fit}); the episodes' start steps."""
+    started = []
+    for s in steps:
+        if s in fits:
+            det.offer_fit(fits[s], int(s))
+        if det.observe(int(s), float(s), float(loss[s - 1])) is not None:
+            started.append(int(s))
+    return started
+
+
+def refits(steps, loss, every):
+    return {int(s): ls.fit_curve(steps[:s], loss[:s]) for s in steps if s % every == 0 and s >= every}
+
+
+def test_the_drift_cusum_catches_a_slow_drift_the_window_test_misses_and_is_quiet_on_a_clean_curve():
+    n, start = 2000, 1000
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, n + 1)
+    clean = curve(steps, rng)
+    # +3% reached linearly over 30% of the run: the lagged references absorb part of it
+    drift = clean * (1 + 0.03 * np.clip((steps - start) / (0.3 * n), 0, 1))
+    every = n // 50
+    observed = steps[n // 20:]
+    with_cusum = stream(monitor_like(n), drift, observed, refits(steps, drift, every))
+    window_only = stream(monitor_like(n, drift_level=None), drift, observed, refits(steps, drift, every))
+    assert len(with_cusum) == 1 and start < with_cusum[0] <= start + 0.15 * n  # at about +1.2%
+    assert not [s for s in window_only if s <= start + 0.15 * n]
+    assert stream(monitor_like(n), clean, observed, refits(steps, clean, every)) == []
+
+
+def test_the_drift_cusum_state_survives_a_checkpoint():
+    n, start = 2000, 1000
+    rng = np.random.default_rng(1)
+    steps = np.arange(1, n + 1)
+    loss = curve(steps, rng) * (1 + 0.03 * np.clip((steps - start) / (0.3 * n), 0, 1))
+    fits = refits(steps, loss, n // 50)
+    det = monitor_like(n)
+    stream(det, loss, steps[n // 20: start + 150], fits)
+    assert det._drift_sum > 0 and det._drift_ref[1] is not det.reference  # mid-accumulation, on a held fit
+    state = det.state_dict()
+    assert state == json.loads(json.dumps(state))  # plain Python
+    resumed = monitor_like(n)
+    resumed.load_state_dict(state, ls.CurveFit.from_dict)
+    rest = steps[start + 150:]
+    assert stream(resumed, loss, rest, fits) == stream(det, loss, rest, fits) != []
 
 
 def test_the_reference_lags_the_observations():
