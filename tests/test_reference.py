@@ -227,17 +227,30 @@ DDP_SCRIPT = textwrap.dedent("""
     from lightning_scaling.replay import ReplayModule
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    def end_process_group():
+        # a gloo process group left to the interpreter's exit aborts it now and then
+        # ("terminate called without an active exception", exit status 134) after the work is done
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
     rank = int(os.environ["LOCAL_RANK"])
+    mode = sys.argv[1]  # one DDP fit per process: a second fit in the same process group is fragile
     kw = dict(max_steps=STEPS, accelerator="cpu", devices=2, strategy="ddp", use_distributed_sampler=False,
               logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     out = {{"optuna_imported_by_lightning_scaling": optuna_imported_by_us}}
-    # 1. reference stop: only rank 0 refits and holds forecasts; rank 1 must stop at the same step
-    mon = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False,
-                            reference=2.0, stop_if_worse_than_reference=True)
-    trainer = pl.Trainer(callbacks=[mon], **kw)
-    trainer.fit(ReplayModule(power_curve()))
-    out["ref"] = [trainer.global_step, mon.stopped_step, mon.stopped_reason, len(mon.forecasts)]
-    # 2. pruning: the trial lives on rank 0 only (SQLite storage, one finished trial to compare with)
+    if mode == "ref":
+        # reference stop: only rank 0 refits and holds forecasts; rank 1 must stop at the same step
+        mon = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False,
+                                reference=2.0, stop_if_worse_than_reference=True)
+        trainer = pl.Trainer(callbacks=[mon], **kw)
+        trainer.fit(ReplayModule(power_curve()))
+        out["ref"] = [trainer.global_step, mon.stopped_step, mon.stopped_reason, len(mon.forecasts)]
+        with open(os.path.join({tmp!r}, f"rank{{rank}}_ref.json"), "w") as fh:
+            json.dump(out, fh)
+        end_process_group()
+        sys.exit(0)
+    # pruning: the trial lives on rank 0 only (SQLite storage, one finished trial to compare with)
     trial = None
     if rank == 0:
         study = optuna.create_study(storage="sqlite:///" + {db!r},
@@ -253,8 +266,9 @@ DDP_SCRIPT = textwrap.dedent("""
     except optuna.TrialPruned:
         raised = True
     out["prune"] = [trainer.global_step, pruning.pruned_step, raised, len(pruning.reports)]
-    with open(os.path.join({tmp!r}, f"rank{{rank}}.json"), "w") as fh:
+    with open(os.path.join({tmp!r}, f"rank{{rank}}_prune.json"), "w") as fh:
         json.dump(out, fh)
+    end_process_group()
 """)
 
 
@@ -267,18 +281,20 @@ def _free_port() -> int:
 def test_ddp_reference_stop_and_pruning_stop_every_rank_at_the_same_step(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT.format(steps=STEPS, db=str(tmp_path / "study.db"), tmp=str(tmp_path)))
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2", NODE_RANK="0",
-               OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    procs = [subprocess.Popen([sys.executable, str(script)], env=dict(env, LOCAL_RANK=str(r), RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    try:
-        logs = [p.communicate(timeout=180)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    for mode in ("ref", "prune"):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2",
+                   NODE_RANK="0", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        procs = [subprocess.Popen([sys.executable, str(script), mode], env=dict(env, LOCAL_RANK=str(r), RANK=str(r)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+        try:
+            logs = [p.communicate(timeout=180)[0] for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    r0, r1 = ({**json.loads((tmp_path / f"rank{r}_ref.json").read_text()),
+               **json.loads((tmp_path / f"rank{r}_prune.json").read_text())} for r in range(2))
     assert r0["optuna_imported_by_lightning_scaling"] is False  # checked here, where a fresh process is paid for
     # reference stop: rank 0 decided (it has the forecasts), both stopped at the same step past min_fraction
     assert r0["ref"][3] > 0 and r1["ref"][3] == 0
