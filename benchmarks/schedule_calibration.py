@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _curves import load_sets, split_case  # noqa: E402
+from lightning_scaling import fit_curve  # noqa: E402
 
 SETS = ("multipower", "modded_nanogpt")
 FRACTIONS = (0.1, 0.25, 0.4, 0.5)
@@ -63,7 +64,7 @@ def _weighted_quantile(values, weights, q: float) -> float:
 
 # ------------------------------------------------------------------------------ measure
 def measure(curves) -> None:
-    from lightning_scaling import fit_curve, scheduled
+    from lightning_scaling import scheduled
 
     rows, seen = [], set()
     for c in curves:
@@ -106,12 +107,17 @@ def measure(curves) -> None:
                   f"(rms {np.sqrt(np.mean(rel ** 2)):.0%})")
 
 
+def _annealing_from_prior(case) -> bool:
+    """Does the fit of this case take its annealing term from the prior (LR decay ahead)?"""
+    fit = fit_curve(case.seen_step, case.loss, lr=case.lr)
+    anneal = fit.diagnostics.get("anneal", {}) if fit.ok else {}
+    return bool(anneal.get("in_schedule") and not anneal.get("identifiable"))
+
+
 def _kappa_hitting_truth(case, horizon: float, prior: dict | None = None) -> float:
     """The annealing ratio kappa (held by a tight prior) whose forecast at ``horizon`` hits
     ``case.truth``, by 14 bisection steps on a log scale in [0.02, 2] (the forecast falls as
     kappa grows); ``prior`` adds other held parameters."""
-    from lightning_scaling import fit_curve
-
     lo, hi = 0.02, 2.0
     for _ in range(14):
         mid = math.sqrt(lo * hi)
@@ -126,16 +132,13 @@ def implied_kappa(curves, fractions=(0.25, 0.4)) -> None:
     identifiable yet (what ``ANNEAL_RATIO_PRIOR`` stands in for), by bisection on a tight
     kappa prior; per recipe (multipower AdamW, modded-nanogpt Muon): geometric mean and log
     sd over groups, and leave-one-recipe-out: the other recipe's mean as the prior mean."""
-    from lightning_scaling import fit_curve
 
     rows = []
     for c in curves:
         for f in fractions:
             case = split_case(c, f)
             T = float(c.final_step)
-            fit = fit_curve(case.seen_step, case.loss, lr=case.lr)
-            anneal = fit.diagnostics.get("anneal", {}) if fit.ok else {}
-            if not anneal.get("in_schedule") or anneal.get("identifiable"):
+            if not _annealing_from_prior(case):
                 continue
             rows.append((c.set, group_of(c), f, _kappa_hitting_truth(case, T)))
     by_group = {}
@@ -168,7 +171,7 @@ def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.
     of the least-squares line through (alpha, log kappa) per group and seen fraction (alphas
     where no kappa reaches the truth, at the annealing cap, left out); per recipe: median
     over groups, and leave-one-recipe-out (the other recipe's median as the slope)."""
-    from lightning_scaling import fit_curve, scheduled
+    from lightning_scaling import scheduled
 
     saved = scheduled.ANNEAL_RATIO_ALPHA_SLOPE
     scheduled.ANNEAL_RATIO_ALPHA_SLOPE = 0.0
@@ -180,9 +183,7 @@ def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.
                     continue
                 case = split_case(c, f)
                 T = float(c.final_step)
-                fit = fit_curve(case.seen_step, case.loss, lr=case.lr)
-                anneal = fit.diagnostics.get("anneal", {}) if fit.ok else {}
-                if not anneal.get("in_schedule") or anneal.get("identifiable"):
+                if not _annealing_from_prior(case):
                     continue
                 done.add((group_of(c), f))
                 ks = []
@@ -215,7 +216,7 @@ def _scores(curves, reference: bool):
     interval's scaled part that puts the truth at its edge."""
     from extrapolation import _is_reference_target, _reference_prior
 
-    from lightning_scaling import fit_curve, scheduled
+    from lightning_scaling import scheduled
     from lightning_scaling.curve import interval_terms
 
     z = stats.norm.ppf(0.5 + LEVEL / 2)
