@@ -132,7 +132,6 @@ def implied_kappa(curves, fractions=(0.25, 0.4)) -> None:
     identifiable yet (what ``ANNEAL_RATIO_PRIOR`` stands in for), by bisection on a tight
     kappa prior; per recipe (multipower AdamW, modded-nanogpt Muon): geometric mean and log
     sd over groups, and leave-one-recipe-out: the other recipe's mean as the prior mean."""
-
     rows = []
     for c in curves:
         for f in fractions:

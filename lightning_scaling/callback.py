@@ -56,7 +56,6 @@ _MIN_POINTS = 8  # observations before the first refit
 MIN_REFIT_SPACING = 0.05
 """A refit runs whatever the overhead budget once the last one is this share of the run old."""
 _KEEP_FORECASTS = 256  # forecasts kept in a checkpoint (older ones thinned)
-_SINK_METHODS = ("setup", "on_observation", "on_refit", "on_event", "on_train_end", "on_exception")
 
 
 class _MonitorLogic:

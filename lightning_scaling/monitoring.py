@@ -303,6 +303,12 @@ DISTANCE_MIN = 1.01
 reference's own data still carries noise)."""
 
 
+def _log_distance(step: float, data_step: float | None) -> float:
+    """How far (log of the step ratio, at least ``log(DISTANCE_MIN)``) a fit whose data ended
+    at ``data_step`` extrapolates to ``step``."""
+    return math.log(max(float(step) / max(float(data_step or 0), 1.0), DISTANCE_MIN))
+
+
 class TrendDetector:
     """Is the run falling behind the trend forecast before its newest observations?
 
@@ -403,7 +409,7 @@ class TrendDetector:
         self.drift_quantile = float(drift_quantile)
         self._drift_sum = 0.0  # one-sided CUSUM of the relative excess over the allowance, relative x observations
         self._drift_ref: list | None = None  # [data step, fit, axis, table]: held while the sum is positive
-        self._drift_scale = math.inf  # noise quantile per unit of log-extrapolation distance, when the sum last was zero
+        self._drift_scale: float | None = math.inf  # noise quantile per unit of log-extrapolation distance, when the sum last was zero
         self._drift_since = 0
         self._drift_rearm = 0  # after an episode, the CUSUM waits for a reference made from data up to here
         self._drift_episode = False  # the episode going on was started by the drift CUSUM
@@ -446,8 +452,7 @@ class TrendDetector:
 
     def _distance(self, step: int) -> float:
         """Log-extrapolation distance of the window's middle from the reference's data end."""
-        middle = float(step) - 0.5 * (len(self._obs) - 1)
-        return math.log(max(middle / max(float(self.reference_step or 0), 1.0), DISTANCE_MIN))
+        return _log_distance(float(step) - 0.5 * (len(self._obs) - 1), self.reference_step)
 
     # the reference fit
     def offer_fit(self, fit: Any, data_step: int, axis: str = "step", band: Any = None) -> bool:
@@ -559,29 +564,18 @@ class TrendDetector:
         top = max(abs(a), abs(b))
         return bool(top > 0 and abs(a - b) / top > self.lr_change)
 
-    def _band(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = np.atleast_1d(np.asarray(self.reference.predict(x), dtype=float))
-        _lo, hi = self.reference.interval(x, level=self.level)
-        hi = np.atleast_1d(np.asarray(hi, dtype=float))
-        return mean, np.where(np.isfinite(hi), hi, mean)
-
     def _band_at(self, x: float) -> tuple[float, float]:
-        """The reference's expected loss and band upper end at x, from a cached grid.
-
-        The fit is tabulated once per reference on 257 log-spaced points spanning a factor
-        of 2 in x (rebuilt when x leaves it): a check then costs an interpolation, not a
-        call into the fit's interval machinery every step.
-        """
-        g = self._grid
-        if g is None or not (g[0][0] <= x <= g[0][-1]):
-            xs = float(x) * np.logspace(0.0, math.log10(2.0), 257) if x > 0 else np.linspace(x, x + 1.0, 257)
-            mean, hi = self._band(xs)
-            self._grid = g = (xs, mean, hi)
-        return float(np.interp(x, g[0], g[1])), float(np.interp(x, g[0], g[2]))
+        """The reference's expected loss and band upper end at x, from its cached table."""
+        mean, hi, self._grid = self._tabulated(self.reference, self._grid, x)
+        return mean, hi
 
     def _tabulated(self, fit: Any, table: Any, x: float) -> tuple[float, float, Any]:
-        """``fit``'s expected loss and band upper end at x, and the table they came from
-        (``table`` when it spans x, else a new one built as in ``_band_at``)."""
+        """``fit``'s expected loss and band upper end at x, and the table they came from.
+
+        A fit is tabulated on 257 log-spaced points spanning a factor of 2 in x (``table``
+        is reused while it spans x): a check then costs an interpolation, not a call into
+        the fit's interval machinery every step.
+        """
         if table is None or not (table[0][0] <= x <= table[0][-1]):
             xs = float(x) * np.logspace(0.0, math.log10(2.0), 257) if x > 0 else np.linspace(x, x + 1.0, 257)
             mean = np.atleast_1d(np.asarray(fit.predict(xs), dtype=float))
@@ -598,14 +592,21 @@ class TrendDetector:
             if ref is None or ref[1] is not self.reference:
                 self._drift_recent.clear()
             self._drift_ref = ref = [self.reference_step, self.reference, self.reference_axis, self._grid]
-            samples = np.abs(np.asarray(self._calibration, dtype=float))
-            self._drift_scale = float(np.quantile(samples, self.drift_quantile)) if samples.size else math.inf
+            self._drift_scale = None  # of the noise samples as they are now; computed when first needed
             self._drift_since = int(step)
         if ref[1] is not self.reference:
             mean, hi, ref[3] = self._tabulated(ref[1], ref[3], x)
         if not (math.isfinite(mean) and mean != 0 and math.isfinite(hi) and hi != 0):
             return False
-        q = self._drift_scale * math.log(max(float(step) / max(float(ref[0] or 0), 1.0), DISTANCE_MIN))
+        if self._drift_sum <= 0.0 and (loss - hi) / mean <= self.drift_floor:
+            # below band + floor, the least allowance there is: the sum stays at zero whatever
+            # the noise quantile, which is then not worth computing (this runs every step)
+            self._drift_recent.append(loss / hi - 1.0)
+            return False
+        if self._drift_scale is None:
+            samples = np.abs(np.asarray(self._calibration, dtype=float))
+            self._drift_scale = float(np.quantile(samples, self.drift_quantile)) if samples.size else math.inf
+        q = self._drift_scale * _log_distance(float(step), ref[0])
         allowance = hi / mean - 1.0 + max(self.drift_floor, q)
         self._drift_sum = max(0.0, self._drift_sum + loss / mean - 1.0 - allowance)
         self._drift_recent.append(loss / hi - 1.0)
@@ -705,21 +706,9 @@ class TrendDetector:
             # the size of the shift: the observations since the sum left zero (the last window at most)
             recent = [o for o in self._obs if o[0] >= since] or [self._obs[-1]]
             smoothed, expected, hi_mean = (math.fsum(o[i] for o in recent) / len(recent) for i in (2, 3, 4))
-            self.count, self.behind, self.since_step = max(self.count, self.patience), True, since
+            self.count, self.since_step = max(self.count, self.patience), since
             self._drift_episode = True
-            self._holding.clear()
-            self.episodes += 1
-            return TrendEvent(
-                step=int(step),
-                since_step=int(since),
-                smoothed_loss=smoothed,
-                threshold=expected * (1 + threshold),
-                expected=expected,
-                excess=smoothed - hi_mean,
-                excess_relative=smoothed / expected - 1.0,
-                reference_step=int(self.reference_step or 0),
-                level=self.level,
-            )
+            return self._start_episode(step, since, smoothed, expected, hi_mean, threshold)
         if not calibrated or self.behind or (self.reference_step or 0) < self._drift_rearm:
             self._drift_sum, self._drift_ref = 0.0, None
         # an episode the CUSUM started goes on while the window stays drift_level above the band
@@ -731,20 +720,8 @@ class TrendDetector:
                 self.since_step = int((above[0] if above else self._obs[-1])[0])
             self.count += 1
             if self.count >= self.patience and not self.behind:
-                self.behind = True
-                self._holding.clear()
-                self.episodes += 1
-                return TrendEvent(
-                    step=int(step),
-                    since_step=int(self.since_step if self.since_step is not None else step),
-                    smoothed_loss=smoothed,
-                    threshold=expected * (1 + threshold),
-                    expected=expected,
-                    excess=smoothed - hi_mean,
-                    excess_relative=excess,
-                    reference_step=int(self.reference_step or 0),
-                    level=self.level,
-                )
+                since = self.since_step if self.since_step is not None else step
+                return self._start_episode(step, since, smoothed, expected, hi_mean, threshold)
             return None
         if not self.frozen:
             # a sample becomes a noise sample only once window + patience later checks passed
@@ -765,6 +742,24 @@ class TrendDetector:
             self.count = 0
             self.since_step = None
         return None
+
+    def _start_episode(self, step: int, since: int, smoothed: float, expected: float, hi_mean: float,
+                       threshold: float) -> TrendEvent:
+        """Mark the run behind its trend and describe it (losses: means over the shifted window)."""
+        self.behind = True
+        self._holding.clear()
+        self.episodes += 1
+        return TrendEvent(
+            step=int(step),
+            since_step=int(since),
+            smoothed_loss=smoothed,
+            threshold=expected * (1 + threshold),
+            expected=expected,
+            excess=smoothed - hi_mean,
+            excess_relative=smoothed / expected - 1.0,
+            reference_step=int(self.reference_step or 0),
+            level=self.level,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -797,7 +792,7 @@ class TrendDetector:
             "reference_step": None if ref[0] is None else int(ref[0]),
             "reference": None if same else plain(ref[1].to_dict()),
             "axis": str(ref[2]),
-            "scale": float(self._drift_scale),
+            "scale": None if self._drift_scale is None else float(self._drift_scale),
             "since": int(self._drift_since),
             "recent": [float(v) for v in self._drift_recent],
         }
@@ -833,7 +828,8 @@ class TrendDetector:
             if fit is not None:
                 self._drift_ref = [drift.get("reference_step"), fit, drift.get("axis", self.reference_axis), None]
                 self._drift_sum = float(drift.get("sum", 0.0))
-                self._drift_scale = float(drift.get("scale", math.inf))
+                scale = drift.get("scale", math.inf)
+                self._drift_scale = None if scale is None else float(scale)
                 self._drift_since = int(drift.get("since", 0))
                 self._drift_recent.extend(float(v) for v in drift.get("recent", []))
 

@@ -454,10 +454,7 @@ class FigureProcess:
         self._pending = []
         if process is None:
             return
-        try:
-            process.stdin.close()
-        except OSError:
-            pass
+        _close_input(process)
         threading.Thread(target=_reap, args=(process, timeout), daemon=True,
                          name="lightning-scaling-figures-reap").start()
 
