@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pytorch_lightning as pl  # noqa: E402
 
 from lightning_scaling import ScalingLawMonitor  # noqa: E402
-from lightning_scaling.history import LossHistory  # noqa: E402
+from lightning_scaling.monitor.history import LossHistory  # noqa: E402
 
 
 class MarkovText(Dataset):

@@ -70,8 +70,8 @@ def run_study(args: dict) -> dict:
     import pytorch_lightning as pl
 
     from lightning_scaling import ScalingLawMonitor
-    from lightning_scaling.pruning import ForecastPruning
-    from lightning_scaling.replay import ReplayModule
+    from lightning_scaling.trainer.pruning import ForecastPruning
+    from lightning_scaling.trainer.replay import ReplayModule
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves = load_sets(args["data"], [args["set"]])

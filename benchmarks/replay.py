@@ -64,7 +64,7 @@ def run_one(curve, *, perturb=None, stop_target=None, refit_fraction=0.02, x_axi
 
     from lightning_scaling import ScalingLawMonitor
     from lightning_scaling.errors import BehindTrendWarning
-    from lightning_scaling.replay import ReplayModule
+    from lightning_scaling.trainer.replay import ReplayModule
 
     info = curve.info
     tps = float(info["tokens_per_step"]) if info.get("tokens_per_step") else None

@@ -42,7 +42,7 @@ from scipy import optimize, special  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from lightning_scaling.scaling import PARAM_NAMES, fit_scaling_law  # noqa: E402
+from lightning_scaling.core.scaling import PARAM_NAMES, fit_scaling_law  # noqa: E402
 
 DEFAULT_POINTS = "/work/shared/data/points/chinchilla.csv"
 DEFAULT_PUBLISHED = "/work/shared/data/points/chinchilla_published_fit.json"

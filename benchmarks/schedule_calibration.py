@@ -64,7 +64,7 @@ def _weighted_quantile(values, weights, q: float) -> float:
 
 # ------------------------------------------------------------------------------ measure
 def measure(curves) -> None:
-    from lightning_scaling import scheduled
+    from lightning_scaling.core import scheduled
 
     rows, seen = [], set()
     for c in curves:
@@ -170,7 +170,7 @@ def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.
     of the least-squares line through (alpha, log kappa) per group and seen fraction (alphas
     where no kappa reaches the truth, at the annealing cap, left out); per recipe: median
     over groups, and leave-one-recipe-out (the other recipe's median as the slope)."""
-    from lightning_scaling import scheduled
+    from lightning_scaling.core import scheduled
 
     saved = scheduled.ANNEAL_RATIO_ALPHA_SLOPE
     scheduled.ANNEAL_RATIO_ALPHA_SLOPE = 0.0
@@ -215,8 +215,8 @@ def _scores(curves, reference: bool):
     interval's scaled part that puts the truth at its edge."""
     from extrapolation import _is_reference_target, _reference_prior
 
-    from lightning_scaling import scheduled
-    from lightning_scaling.curve import interval_terms
+    from lightning_scaling.core import scheduled
+    from lightning_scaling.core.curve import interval_terms
 
     z = stats.norm.ppf(0.5 + LEVEL / 2)
     out = []
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
         implied_kappa(curves)
         alpha_slope(curves)
     if args.intervals or not args.measure:
-        from lightning_scaling import scheduled
+        from lightning_scaling.core import scheduled
 
         scores = _scores(curves, reference=False)
         k = calibrate([r for r in scores if r[4] == "data"], "default priors, annealing identified or absent")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _curve(T=20000, warmup=1000, seed=0):
-    from lightning_scaling import schedule as sch
+    from lightning_scaling.core import schedule as sch
 
     s = np.arange(T + 1)
     cos = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.clip(s - warmup, 0, None) / (T - warmup)))
@@ -84,7 +84,7 @@ def fit_timings(repeat: int) -> dict:
 
 def long_schedule_timings(repeat: int) -> dict:
     from lightning_scaling import CurveFit, fit_curve
-    from lightning_scaling import schedule as sch
+    from lightning_scaling.core import schedule as sch
 
     T = 1_000_000
     s = np.arange(T + 1)
@@ -108,7 +108,7 @@ def simulation_timings(repeat: int) -> dict:
     import torch
     from torch.optim import lr_scheduler as L
 
-    from lightning_scaling.schedule import simulate_scheduler
+    from lightning_scaling.trainer.scheduler import simulate_scheduler
 
     def optimizer():
         return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)

@@ -192,7 +192,7 @@ def main(argv=None) -> int:
 
     plot = Path(args.plot or Path(args.out) / "frontier.png")
     try:
-        from lightning_scaling.plots_scaling import plot_scaling_law
+        from lightning_scaling.cli.plots_scaling import plot_scaling_law
 
         plot.parent.mkdir(parents=True, exist_ok=True)
         plot_scaling_law(fit, N, D, loss, str(plot), budgets=[budget])

@@ -7,8 +7,7 @@ lightning_scaling`` (and the command line) stay fast.
 
 from __future__ import annotations
 
-from .curve import CurveFit, fit_curve
-from . import scheduled as _scheduled  # noqa: F401  registers the schedule-aware laws (from_dict)
+from .core import CurveFit, ScalingLawFit, fit_curve, fit_scaling_law
 from .errors import (
     BehindTrendWarning,
     DivergenceWarning,
@@ -36,9 +35,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ScalingLawMonitor": ("lightning_scaling.callback", "ScalingLawMonitor"),
-    "ScalingLawFit": ("lightning_scaling.scaling", "ScalingLawFit"),
-    "fit_scaling_law": ("lightning_scaling.scaling", "fit_scaling_law"),
+    "ScalingLawMonitor": ("lightning_scaling.trainer.callback", "ScalingLawMonitor"),
 }
 
 

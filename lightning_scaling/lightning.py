@@ -21,9 +21,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "with pytorch_lightning use `from lightning_scaling import ScalingLawMonitor`"
     ) from exc
 
-from .callback import _MonitorLogic
-from .pruning import _ForecastPruningLogic
-from .replay import _ReplayLogic
+from .trainer.callback import _MonitorLogic
+from .trainer.pruning import _ForecastPruningLogic
+from .trainer.replay import _ReplayLogic
 
 __all__ = ["ForecastPruning", "ReplayModule", "ScalingLawMonitor"]
 

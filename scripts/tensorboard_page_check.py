@@ -136,7 +136,7 @@ def make_replay_run(logdir: str, csv_path: str, n_params: float | None = None) -
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lightning_scaling import ScalingLawMonitor
-    from lightning_scaling.replay import ReplayModule
+    from lightning_scaling.trainer.replay import ReplayModule
 
     module = ReplayModule(csv_path, n_params=n_params)
     name = os.path.splitext(os.path.basename(csv_path))[0]

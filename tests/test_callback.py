@@ -214,7 +214,7 @@ def test_nan_losses_warn_and_stop_on_divergence(tmp_path):
 
 
 def test_a_refit_that_raises_is_a_warning_and_training_goes_on(tmp_path, monkeypatch):
-    import lightning_scaling.curve as curve
+    import lightning_scaling.core.curve as curve
 
     def broken(*args, **kwargs):
         raise RuntimeError("solver exploded")

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_scaling import ScalingLawMonitor
-from lightning_scaling.replay import ReplayModule
+from lightning_scaling.trainer.replay import ReplayModule
 
 CURVE = Path(__file__).parent / "data" / "replay" / "multipower_25M_wsd_20000_24000.csv"
 FAST = dict(enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,

@@ -5,13 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_scaling.compute import (
+from lightning_scaling.core.compute import project_compute, step_at_compute
+from lightning_scaling.trainer.compute import (
     ComputeCounter,
     count_parameters,
     infer_tokens,
     measure_flops_per_batch,
-    project_compute,
-    step_at_compute,
 )
 from lightning_scaling.errors import InvalidInputError
 

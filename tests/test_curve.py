@@ -9,7 +9,7 @@ import pytest
 
 import lightning_scaling as ls
 from lightning_scaling import CurveFit, InvalidInputError, fit_curve
-from lightning_scaling.curve import bucket_log, clean_points, detect_warmup, prepare_points
+from lightning_scaling.core.curve import bucket_log, clean_points, detect_warmup, prepare_points
 
 
 def sat(x, E=2.0, A=30.0, alpha=0.5):
@@ -183,7 +183,7 @@ def test_lr_goes_to_the_schedule_aware_fitter():
     steps = np.arange(100, 2001, 20)
     lr = np.ones(2001)
     fit = fit_curve(steps, sat(steps), lr=lr)
-    assert isinstance(fit, CurveFit)  # fitted by lightning_scaling.scheduled, or a NaN fit saying why
+    assert isinstance(fit, CurveFit)  # fitted by lightning_scaling.core.scheduled, or a NaN fit saying why
     assert fit.ok or fit.diagnostics.get("reason")
 
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from pytorch_lightning.strategies import DDPStrategy
 
 from lightning_scaling import ScalingLawMonitor
-from lightning_scaling.replay import ReplayModule
+from lightning_scaling.trainer.replay import ReplayModule
 
 import lightning_scaling as ls
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_scaling.errors import InvalidInputError
-from lightning_scaling.history import LossHistory
+from lightning_scaling.monitor.history import LossHistory
 
 
 def test_a_million_steps_fit_in_4096_points_and_a_small_state():

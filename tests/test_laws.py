@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lightning_scaling import InvalidInputError
-from lightning_scaling.curve import fit_law
-from lightning_scaling.laws import DEFAULT_LAWS, LAWS, LR_AGNOSTIC_LAWS, Law, get_law, register_law
+from lightning_scaling.core.curve import fit_law
+from lightning_scaling.core.laws import DEFAULT_LAWS, LAWS, LR_AGNOSTIC_LAWS, Law, get_law, register_law
 
 TRUE = {
     "saturating_power": {"E": 2.0, "A": 30.0, "alpha": 0.5},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lightning_scaling as ls
-from lightning_scaling.monitoring import (
+from lightning_scaling.monitor.monitoring import (
     DivergenceDetector,
     Forecast,
     RefitRunner,

@@ -14,8 +14,8 @@ import pytorch_lightning as pl
 
 from lightning_scaling import ScalingLawMonitor
 from lightning_scaling.errors import InvalidInputError
-from lightning_scaling.pruning import ForecastPruning
-from lightning_scaling.replay import ReplayModule
+from lightning_scaling.trainer.pruning import ForecastPruning
+from lightning_scaling.trainer.replay import ReplayModule
 
 optuna = pytest.importorskip("optuna")
 

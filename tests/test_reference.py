@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 
 from lightning_scaling import ScalingLawMonitor
 from lightning_scaling.errors import InvalidInputError, ScalingWarning
-from lightning_scaling.reference import (
+from lightning_scaling.monitor.reference import (
     Reference,
     ReferenceCheck,
     WorseThanReferenceWarning,
@@ -24,8 +24,8 @@ from lightning_scaling.reference import (
     forecast_above_reference,
     summary_reference_loss,
 )
-from lightning_scaling.replay import ReplayModule
-from lightning_scaling.scaling import ScalingLawFit
+from lightning_scaling.trainer.replay import ReplayModule
+from lightning_scaling.core.scaling import ScalingLawFit
 
 FAST = dict(enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
             num_sanity_val_steps=0, accelerator="cpu", devices=1, logger=False)
@@ -211,7 +211,7 @@ def test_bad_reference_options_fail_before_training():
 DDP_SCRIPT = textwrap.dedent("""
     import json, os, sys, warnings
     import numpy as np, pytorch_lightning as pl
-    import lightning_scaling, lightning_scaling.callback, lightning_scaling.pruning, lightning_scaling.reference
+    import lightning_scaling, lightning_scaling.trainer.callback, lightning_scaling.trainer.pruning, lightning_scaling.monitor.reference
     optuna_imported_by_us = "optuna" in sys.modules  # optuna stays optional: only a trial imports it
     import optuna
     STEPS = {steps}
@@ -223,8 +223,8 @@ DDP_SCRIPT = textwrap.dedent("""
         return {{"step": s, "tokens": s * 1000.0, "loss": loss}}
 
     from lightning_scaling import ScalingLawMonitor
-    from lightning_scaling.pruning import ForecastPruning
-    from lightning_scaling.replay import ReplayModule
+    from lightning_scaling.trainer.pruning import ForecastPruning
+    from lightning_scaling.trainer.replay import ReplayModule
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     def end_process_group():

@@ -11,7 +11,7 @@ import torch
 import lightning_scaling as ls
 from lightning_scaling import ScalingLawMonitor
 from lightning_scaling.errors import InvalidInputError
-from lightning_scaling.replay import ReplayModule, read_curve_csv
+from lightning_scaling.trainer.replay import ReplayModule, read_curve_csv
 
 CURVE = Path(__file__).parent / "data" / "replay" / "multipower_25M_wsd_20000_24000.csv"
 GEMSTONES = Path(ls.__file__).parent / "data" / "gemstones_256x23.csv"

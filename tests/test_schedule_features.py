@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lightning_scaling.errors import InvalidInputError
-from lightning_scaling.schedule import (
+from lightning_scaling.core.schedule import (
     annealing_area,
     as_schedule,
     bound_sums,

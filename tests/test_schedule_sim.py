@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from torch.optim import lr_scheduler as L  # noqa: E402
 
 from lightning_scaling.errors import InvalidInputError  # noqa: E402
-from lightning_scaling.schedule import (  # noqa: E402
+from lightning_scaling.trainer.scheduler import (  # noqa: E402
     future_lrs,
     scheduler_calls_before_step,
     simulate_scheduler,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import lightning_scaling as ls
-from lightning_scaling import schedule as sch
+from lightning_scaling.core import schedule as sch
 from lightning_scaling.errors import InvalidInputError
-from lightning_scaling.scheduled import fit_scheduled
+from lightning_scaling.core.scheduled import fit_scheduled
 
 DATA = Path(__file__).parent / "data"
 NOT_IDENTIFIABLE = "annealing term not identifiable yet"
@@ -154,7 +154,7 @@ def test_constant_schedule_has_no_annealing_term():
 
 
 def test_convex_ratio_reads_the_share_a_decay_removes():
-    from lightning_scaling.scheduled import convex_ratio
+    from lightning_scaling.core.scheduled import convex_ratio
 
     assert convex_ratio(np.r_[np.linspace(0.1, 1, 100), np.ones(5000)]) == 0.0  # never decays
     to_zero = convex_ratio(wsd(floor=0.0))
@@ -292,7 +292,7 @@ def test_round_trip_intervals_and_x_at():
 
 
 def test_the_stored_schedule_is_compact_and_old_dicts_still_load():
-    from lightning_scaling.scheduled import compress_schedule, expand_schedule
+    from lightning_scaling.core.scheduled import compress_schedule, expand_schedule
 
     T = 1_000_000
     lr = cosine(T=T, warmup=10_000)

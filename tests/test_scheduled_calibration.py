@@ -10,9 +10,9 @@ import pytest
 from test_scheduled import bound_curve, cosine, wsd
 
 import lightning_scaling as ls
-from lightning_scaling import scheduled
-from lightning_scaling.curve import interval_terms
-from lightning_scaling.laws import LAWS
+from lightning_scaling.core import scheduled
+from lightning_scaling.core.curve import interval_terms
+from lightning_scaling.core.laws import LAWS
 
 
 def _fit_at_quarter(lr, alpha, A):

@@ -109,7 +109,7 @@ def test_summary_markdown_says_law_params_forecast_compute_warnings():
 
 def test_tabulated_trend_band_matches_the_fit():
     import lightning_scaling as ls
-    from lightning_scaling.monitoring import Forecast
+    from lightning_scaling.monitor.monitoring import Forecast
 
     rng = np.random.default_rng(0)
     x = np.arange(1, 400, dtype=float)
@@ -127,7 +127,7 @@ def test_tabulated_trend_band_matches_the_fit():
 
 def test_figure_process_survives_a_bad_job_and_draws_the_next():
     pytest.importorskip("matplotlib")
-    from lightning_scaling.plots_tb import FigureProcess
+    from lightning_scaling.tensorboard.figures import FigureProcess
 
     helper = FigureProcess()
     helper.start()
@@ -158,7 +158,7 @@ def test_figure_process_survives_a_bad_job_and_draws_the_next():
 
 
 def test_plot_axis_matches_project_compute_inside_and_past_the_record():
-    from lightning_scaling.compute import project_compute
+    from lightning_scaling.core.compute import project_compute
 
     steps = np.array([1.0, 2.0, 5.0, 9.0, np.nan, 12.0])
     flops = np.array([10.0, 21.0, 50.0, np.nan, 80.0, 130.0])

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 AXES = ("step", "tokens", "flops")
 
@@ -151,7 +151,7 @@ def make_forecast(
         target_loss: also say the compute at which the expected loss reaches this.
         band_level: the level of the tabulated band (``Forecast.band``; default ``level``).
     """
-    from .compute import project_compute, step_at_compute
+    from ..core.compute import project_compute, step_at_compute
 
     steps = arrays["step"]
 

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 
 from .compute import ComputeCounter
-from .errors import (
+from ..errors import (
     BehindTrendWarning,
     DivergenceWarning,
     FitFailedWarning,
     InvalidInputError,
     ScalingWarning,
 )
-from .history import LossHistory
-from .monitoring import (
+from ..monitor.history import LossHistory
+from ..monitor.monitoring import (
     AXES,
     DivergenceDetector,
     Forecast,
@@ -237,7 +237,7 @@ class _MonitorLogic:
         if stop_if_worse_than_reference and reference is None:
             raise InvalidInputError("stop_if_worse_than_reference=True needs reference= (a loss, a ScalingLawFit "
                                     "or a run summary)")
-        from .reference import ReferenceCheck  # the pure comparison (issue 7)
+        from ..monitor.reference import ReferenceCheck  # the pure comparison (issue 7)
 
         self.stop_if_worse_than_reference = bool(stop_if_worse_than_reference)
         self.reference_check = None if reference is None else ReferenceCheck(
@@ -383,7 +383,7 @@ class _MonitorLogic:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        from .curve import CurveFit
+        from ..core.curve import CurveFit
 
         if state_dict.get("format") != _STATE_FORMAT:
             raise InvalidInputError("not a ScalingLawMonitor state (missing or wrong 'format')")
@@ -458,7 +458,7 @@ class _MonitorLogic:
         if self.planned_steps is None:
             return None, "schedule unused: the planned end is unknown"
         try:
-            from .schedule import future_lrs
+            from .scheduler import future_lrs
         except (ImportError, AttributeError):
             return None, "schedule unknown (lightning_scaling.schedule is not available)"
         try:
@@ -670,7 +670,7 @@ class _MonitorLogic:
 
     def _refit_job(self):
         """A closure over a snapshot of the history (the thread never touches live state)."""
-        from .curve import fit_curve
+        from ..core.curve import fit_curve
 
         arrays = self.history.arrays()
         axis = self._fit_axis()
@@ -767,7 +767,7 @@ class _MonitorLogic:
         if verdict.unavailable:
             self._warn(trainer, verdict.unavailable, ScalingWarning)
         if verdict.flag:
-            from .reference import WorseThanReferenceWarning
+            from ..monitor.reference import WorseThanReferenceWarning
 
             message = f"ScalingLawMonitor: {verdict.message}."
             self._warn(trainer, message, WorseThanReferenceWarning)
@@ -845,7 +845,7 @@ class _MonitorLogic:
     def _attach_tensorboard(self, trainer) -> None:
         """Add the TensorBoard sink when the trainer has a TensorBoardLogger."""
         try:
-            from .tensorboard import attach_tensorboard_sink
+            from ..tensorboard.sink import attach_tensorboard_sink
         except ImportError:  # panels not available in this installation
             return
         try:

@@ -9,29 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import InvalidInputError
-
-
-class CliError(Exception):
-    """Bad input for a subcommand: printed as one line, exit status 2."""
-
-
-def _cmd_extrapolate(args: argparse.Namespace) -> int:
-    from ._cli_extrapolate import run
-
-    return run(args)
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from ._cli_report import run
-
-    return run(args)
-
-
-def _cmd_fit_law(args: argparse.Namespace) -> int:
-    from ._cli_fitlaw import run
-
-    return run(args)
+from ..errors import InvalidInputError
+from . import extrapolate, fitlaw, report
+from .common import CliError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -51,7 +31,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a log-log figure")
-    p.set_defaults(func=_cmd_extrapolate)
+    p.set_defaults(func=extrapolate.run)
 
     # report (issue 5)
     p = sub.add_parser("report", help="one row per run found under a log directory")
@@ -62,7 +42,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="write every run's curve and forecast on one log-log figure")
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=report.run)
 
     # fit-law (issue 7)
     p = sub.add_parser("fit-law", help="fit L(N, D) = E + A/N^alpha + B/D^beta across runs")
@@ -81,7 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="write IsoFLOP curves and the compute-optimal frontier (needs matplotlib)")
-    p.set_defaults(func=_cmd_fit_law)
+    p.set_defaults(func=fitlaw.run)
     return parser
 
 

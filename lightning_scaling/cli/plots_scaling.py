@@ -68,7 +68,7 @@ def scaling_law_figure(fit, N, D, loss, *, budgets=(), level: float = 0.9, n_cur
     ax2.plot(cs, n_opt, color="C0", label="N_opt (parameters)")
     ax2.plot(cs, d_opt, color="C1", label="D_opt (tokens)")
     if fit.bootstrap_params is not None and len(fit.bootstrap_params):
-        from .scaling import _optimal
+        from ..core.scaling import _optimal
 
         nb, db = _optimal(np.asarray(fit.bootstrap_params, float), cs)
         q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 _STATE_FORMAT = "lightning-scaling/loss-history"
 _STATE_VERSION = 1

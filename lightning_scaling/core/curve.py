@@ -44,7 +44,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import optimize, special
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .laws import DEFAULT_LAWS, LAWS, LR_AGNOSTIC_LAWS, Law, get_law
 
 FORMAT = "lightning-scaling/curve-fit"

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 Context = "dict[str, Any] | None"
 

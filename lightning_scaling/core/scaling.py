@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 FORMAT = "lightning-scaling/scaling-law-fit"
 VERSION = 1

@@ -28,9 +28,9 @@ def _fmt(v: float) -> str:
 
 
 def run(args) -> int:
-    from .cli import CliError
-    from .curve import fit_curve
-    from .io import read_csv
+    from .common import CliError
+    from ..core.curve import fit_curve
+    from ..io.tables import read_csv
 
     at = [float(a) for a in args.at]
     if any(not math.isfinite(a) or a <= 0 for a in at):
@@ -100,7 +100,7 @@ def _json_default(v):
 
 
 def _table(args, fit, forecasts, unit, n_rows, n_measured) -> str:
-    from .laws import get_law
+    from ..core.laws import get_law
 
     d = fit.diagnostics
     law = get_law(fit.law)

@@ -81,7 +81,7 @@ import numpy as np
 
 from . import schedule as sch
 from .curve import MIN_POINTS, CurveFit, _jsonable, failed_fit, prepare_points, validate_inputs
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .laws import LAWS, Law, register_law
 
 # ----------------------------------------------------------------------------- defaults

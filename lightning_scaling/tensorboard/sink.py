@@ -798,7 +798,7 @@ class TensorBoardSink:
     def _check_matplotlib(self) -> bool:
         """Whether matplotlib is installed (found without importing it); one log line if not."""
         if self._matplotlib is None:
-            from .plots_tb import matplotlib_installed
+            from .figures import matplotlib_installed
 
             self._matplotlib = matplotlib_installed()
             if not self._matplotlib:
@@ -808,7 +808,7 @@ class TensorBoardSink:
     def _start_helper(self) -> None:
         if self._helper is not None and self._helper.alive:
             return
-        from .plots_tb import FigureProcess
+        from .figures import FigureProcess
 
         helper = FigureProcess()
         try:
@@ -816,7 +816,7 @@ class TensorBoardSink:
         except OSError as exc:
             import logging
 
-            logging.getLogger(__name__).info(
+            logging.getLogger(__package__).info(
                 "lightning-scaling: no figure helper process (%s); figures are drawn on the training thread", exc)
             self.figure_process = False
             return
@@ -837,7 +837,7 @@ class TensorBoardSink:
             if reply.get("error"):
                 import logging
 
-                logging.getLogger(__name__).info("lightning-scaling: a figure could not be drawn (%s)",
+                logging.getLogger(__package__).info("lightning-scaling: a figure could not be drawn (%s)",
                                                  reply["error"])
             for tag, (png, height, width) in reply.get("images", {}).items():
                 write_png(self.writer, tag, png, height, width, step)
@@ -848,7 +848,7 @@ class TensorBoardSink:
             # could not use it (another sys.path, a broken backend): draw here from now on
             import logging
 
-            logging.getLogger(__name__).info(
+            logging.getLogger(__package__).info(
                 "lightning-scaling: the figure helper process could not draw (%s); figures are drawn on the "
                 "training thread", helper.error)
             self.figure_process = False
@@ -862,7 +862,7 @@ class TensorBoardSink:
         if helper.busy and helper.alive:
             import logging
 
-            logging.getLogger(__name__).warning(
+            logging.getLogger(__package__).warning(
                 "lightning-scaling: the final figures took longer than %.0f s and were not written",
                 self.figure_timeout)
         self._drop_helper()
@@ -921,7 +921,7 @@ class TensorBoardSink:
             return
         if not self.figures:
             return
-        from . import plots_tb
+        from . import figures as plots_tb
 
         figures = figures_for_monitor(monitor, final=final)
         for tag, fig in figures.items():
@@ -1008,7 +1008,7 @@ class _FinalFigures:
     def _run(self) -> None:
         import logging
 
-        log = logging.getLogger(__name__)
+        log = logging.getLogger(__package__)
         helper, sink = self.helper, self.sink
         try:
             images, drawn_by = [], None
@@ -1024,7 +1024,7 @@ class _FinalFigures:
                 # the helper could not draw, or ended: this process has matplotlib (checked)
                 log.info("lightning-scaling: the figure helper process could not draw (%s); the final figures "
                          "are drawn in this process", helper.error or "it ended")
-                from . import plots_tb
+                from . import figures as plots_tb
 
                 images += [(tag, *image, self.step) for tag, image in plots_tb.render_pngs(self.jobs).items()]
                 drawn_by = None
@@ -1066,7 +1066,7 @@ def _write_images_file(logdir: str, images) -> str:
 def _note_no_matplotlib() -> None:
     import logging
 
-    logging.getLogger(__name__).info(
+    logging.getLogger(__package__).info(
         "lightning-scaling: matplotlib is not installed, so TensorBoard gets no figures "
         "(pip install 'lightning-scaling[plots]')")
 
@@ -1076,7 +1076,7 @@ def _to_plot_axis(steps: np.ndarray, compute: np.ndarray | None, step_values: np
     its end at the recent compute per step)."""
     if compute is None:
         return np.asarray(step_values, dtype=float)
-    from .compute import project_compute
+    from ..core.compute import project_compute
 
     values = np.atleast_1d(np.asarray(step_values, dtype=float))
     s = np.asarray(steps, dtype=float)
@@ -1162,6 +1162,6 @@ def figure_jobs(monitor, final: bool = True) -> dict:
 
 def figures_for_monitor(monitor, final: bool = True) -> dict:
     """The monitor's figures drawn in this process: {tag: matplotlib Figure}."""
-    from . import plots_tb
+    from . import figures as plots_tb
 
     return {tag: plots_tb.FIGURE_KINDS[kind](**kwargs) for tag, (kind, kwargs) in figure_jobs(monitor, final).items()}

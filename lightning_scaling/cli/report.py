@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .io import RunRecord, find_runs, load_run
+from ..errors import InvalidInputError
+from ..io.runs import RunRecord, find_runs, load_run
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -111,7 +111,7 @@ def _trend(rec: RunRecord, axis: str):
     if not rec.fit:
         return None, None
     try:
-        from .curve import CurveFit
+        from ..core.curve import CurveFit
 
         fit = CurveFit.from_dict(rec.fit)
         if not fit.ok:
@@ -136,7 +136,7 @@ def _trend(rec: RunRecord, axis: str):
 
 def write_plot(records: list[RunRecord], path: str) -> str:
     """Overlay every run's curve, fitted law and forecast on one log-log figure; returns the x axis used."""
-    from .plots_tb import matplotlib_available, report_figure, save_png
+    from ..tensorboard.figures import matplotlib_available, report_figure, save_png
 
     if not matplotlib_available():
         raise InvalidInputError("--plot needs matplotlib (pip install 'lightning-scaling[plots]')")
@@ -185,7 +185,7 @@ def read_runs(logdir: str, tags=None) -> tuple[list[RunRecord], list[str]]:
 
 
 def run(args) -> int:
-    from .cli import CliError
+    from .common import CliError
 
     tags = args.tag or None
     records, messages = read_runs(args.logdir, tags)

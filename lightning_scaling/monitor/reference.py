@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import InvalidInputError, WorseThanReferenceWarning
+from ..errors import InvalidInputError, WorseThanReferenceWarning
 
 __all__ = [
     "Reference",
@@ -142,7 +142,7 @@ def summary_reference_loss(summary: dict[str, Any], name: str = "run summary") -
 
 
 def _law_from_dict(d: dict[str, Any]) -> Any:
-    from .scaling import ScalingLawFit
+    from ..core.scaling import ScalingLawFit
 
     return ScalingLawFit.from_dict(d)
 
@@ -150,7 +150,7 @@ def _law_from_dict(d: dict[str, Any]) -> Any:
 def _from_mapping(d: dict[str, Any], name: str) -> Reference:
     fmt = d.get("format")
     if fmt == _SUMMARY_FORMAT:
-        from .io import SUMMARY_VERSION
+        from ..io.summary import SUMMARY_VERSION
 
         version = d.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -160,7 +160,7 @@ def _from_mapping(d: dict[str, Any], name: str) -> Reference:
                                     f"reads (up to {SUMMARY_VERSION}); upgrade lightning-scaling to read it")
         value, what = summary_reference_loss(d, name)
         return Reference("summary", value=value, source=what, loss_name=d.get("loss_name"))
-    from .scaling import FORMAT as LAW_FORMAT
+    from ..core.scaling import FORMAT as LAW_FORMAT
 
     if fmt == LAW_FORMAT:
         return Reference("law", law=_law_from_dict(d), source=f"the ScalingLawFit in {name}")

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 N_COLUMNS = ("N", "n_params", "N_params")
 D_COLUMNS = ("D", "tokens", "D_tokens")
@@ -24,7 +24,7 @@ LOSS_COLUMNS = ("loss",)
 
 def _pick_column(columns, wanted, defaults, what, path):
     """The column named ``wanted`` (exact), or the first default present (any case)."""
-    from .cli import CliError
+    from .common import CliError
 
     if wanted is not None:
         if wanted in columns:
@@ -41,8 +41,8 @@ def _pick_column(columns, wanted, defaults, what, path):
 
 
 def _from_csv(path, n_col, d_col, loss_col):
-    from .cli import CliError
-    from .io import read_csv
+    from .common import CliError
+    from ..io.tables import read_csv
 
     cols = read_csv(path)
     n_name = _pick_column(cols, n_col, N_COLUMNS, "N (parameters, --n)", path)
@@ -61,8 +61,8 @@ def _from_csv(path, n_col, d_col, loss_col):
 
 
 def _from_summaries(logdir):
-    from .cli import CliError
-    from .io import SUMMARY_FILENAME, read_summary
+    from .common import CliError
+    from ..io.summary import SUMMARY_FILENAME, read_summary
 
     found = []
     for directory, subdirs, files in os.walk(logdir):
@@ -120,8 +120,8 @@ def _fmt(x):
 
 
 def run(args) -> int:
-    from .cli import CliError
-    from .scaling import fit_scaling_law
+    from .common import CliError
+    from ..core.scaling import fit_scaling_law
 
     source = args.source
     if not os.path.exists(source):

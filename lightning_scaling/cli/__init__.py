@@ -1,0 +1,5 @@
+"""The ``lightning-scaling`` command: extrapolate, fit-law, report."""
+
+from .main import main
+
+__all__ = ["main"]
