@@ -14,6 +14,13 @@ import math
 
 import numpy as np
 
+from ..core.curve import fit_curve
+from ..core.laws import get_law
+from ..core.plain import plain
+from ..io.tables import read_csv
+from .common import CliError
+from .plots import extrapolate_figure
+
 UNITS = {"step": "steps", "steps": "steps", "tokens": "tokens", "token": "tokens",
          "flops": "FLOPs", "flop": "FLOPs", "compute": "FLOPs"}
 
@@ -28,10 +35,6 @@ def _fmt(v: float) -> str:
 
 
 def run(args) -> int:
-    from .common import CliError
-    from ..core.curve import fit_curve
-    from ..io.tables import read_csv
-
     at = [float(a) for a in args.at]
     if any(not math.isfinite(a) or a <= 0 for a in at):
         raise CliError(f"--at must be positive numbers, got {', '.join(f'{a:g}' for a in at)}")
@@ -75,7 +78,6 @@ def run(args) -> int:
                           "level": args.level})
 
     if args.plot:
-        from .plots import extrapolate_figure
 
         fig = extrapolate_figure(fit, x, y, at=at, level=args.level, x_label=args.x if unit == args.x else f"{args.x} ({unit})",
                                  loss_label=args.loss, title=str(args.file))
@@ -88,20 +90,14 @@ def run(args) -> int:
         out = {"file": str(args.file), "x_column": args.x, "x_unit": unit, "loss_column": args.loss,
                "lr_column": args.lr, "rows": int(x_all.size), "measured_rows": int(x.size),
                "forecasts": forecasts, "fit": fit.to_dict(), "plot": args.plot}
-        print(json.dumps(out, indent=1, allow_nan=False, default=_json_default))
+        print(json.dumps(plain(out, strict=True), indent=1, allow_nan=False))
         return 0
 
     print(_table(args, fit, forecasts, unit, int(x_all.size), int(x.size)))
     return 0
 
 
-def _json_default(v):
-    return float(v)
-
-
 def _table(args, fit, forecasts, unit, n_rows, n_measured) -> str:
-    from ..core.laws import get_law
-
     d = fit.diagnostics
     law = get_law(fit.law)
     params = ", ".join(f"{k}={v:.4g}" for k, v in fit.params.items())

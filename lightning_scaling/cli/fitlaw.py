@@ -15,7 +15,13 @@ import sys
 
 import numpy as np
 
+from ..core.plain import plain
+from ..core.scaling import fit_scaling_law
 from ..errors import InvalidInputError
+from ..io.summary import SUMMARY_FILENAME, read_summary
+from ..io.tables import read_csv
+from .common import CliError
+from .plots_scaling import plot_scaling_law
 
 N_COLUMNS = ("N", "n_params", "N_params")
 D_COLUMNS = ("D", "tokens", "D_tokens")
@@ -24,8 +30,6 @@ LOSS_COLUMNS = ("loss",)
 
 def _pick_column(columns, wanted, defaults, what, path):
     """The column named ``wanted`` (exact), or the first default present (any case)."""
-    from .common import CliError
-
     if wanted is not None:
         if wanted in columns:
             return wanted
@@ -41,9 +45,6 @@ def _pick_column(columns, wanted, defaults, what, path):
 
 
 def _from_csv(path, n_col, d_col, loss_col):
-    from .common import CliError
-    from ..io.tables import read_csv
-
     cols = read_csv(path)
     n_name = _pick_column(cols, n_col, N_COLUMNS, "N (parameters, --n)", path)
     d_name = _pick_column(cols, d_col, D_COLUMNS, "D (tokens, --d)", path)
@@ -61,9 +62,6 @@ def _from_csv(path, n_col, d_col, loss_col):
 
 
 def _from_summaries(logdir):
-    from .common import CliError
-    from ..io.summary import SUMMARY_FILENAME, read_summary
-
     found = []
     for directory, subdirs, files in os.walk(logdir):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
@@ -98,31 +96,11 @@ def _from_summaries(logdir):
             {"N": "n_params", "D": "tokens", "loss": "final_loss"})
 
 
-def _finite_or_none(obj):
-    """JSON-safe copy: numpy scalars to floats, NaN/inf to None (strict JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)) or obj is None or isinstance(obj, str):
-        return bool(obj) if isinstance(obj, np.bool_) else obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    try:
-        x = float(obj)
-    except (TypeError, ValueError):
-        return str(obj)
-    return x if math.isfinite(x) else None
-
-
 def _fmt(x):
     return f"{x:.5g}"
 
 
 def run(args) -> int:
-    from .common import CliError
-    from ..core.scaling import fit_scaling_law
-
     source = args.source
     if not os.path.exists(source):
         raise CliError(f"{source}: no such file or directory")
@@ -156,10 +134,6 @@ def run(args) -> int:
 
     if args.plot:
         try:
-            from .plots_scaling import plot_scaling_law
-        except ImportError as exc:  # matplotlib missing
-            raise CliError(f"--plot needs matplotlib ({exc}); pip install 'lightning-scaling[plots]'")
-        try:
             plot_scaling_law(fit, N, D, L, args.plot, budgets=budgets, level=args.level)
         except ImportError as exc:
             raise CliError(f"--plot needs matplotlib ({exc}); pip install 'lightning-scaling[plots]'")
@@ -184,7 +158,7 @@ def run(args) -> int:
             "skipped": notes,
             "plot": args.plot,
         }
-        print(json.dumps(_finite_or_none(out), indent=2, allow_nan=False))
+        print(json.dumps(plain(out, strict=True), indent=2, allow_nan=False))
         return 0
 
     p = fit.params

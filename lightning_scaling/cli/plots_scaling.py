@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.scaling import _optimal
+
 
 def scaling_law_figure(fit, N, D, loss, *, budgets=(), level: float = 0.9, n_curves: int = 6):
     """Two panels: IsoFLOP curves with the frontier, and N_opt / D_opt against compute.
@@ -68,7 +70,6 @@ def scaling_law_figure(fit, N, D, loss, *, budgets=(), level: float = 0.9, n_cur
     ax2.plot(cs, n_opt, color="C0", label="N_opt (parameters)")
     ax2.plot(cs, d_opt, color="C1", label="D_opt (tokens)")
     if fit.bootstrap_params is not None and len(fit.bootstrap_params):
-        from ..core.scaling import _optimal
 
         nb, db = _optimal(np.asarray(fit.bootstrap_params, float), cs)
         q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]

@@ -14,8 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from ..core.curve import CurveFit
+from ..core.plain import plain
 from ..errors import InvalidInputError
 from ..io.runs import RunRecord, find_runs, load_run
+from ..tensorboard.figures import matplotlib_available, report_figure, save_png
+from .common import CliError
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -111,7 +115,6 @@ def _trend(rec: RunRecord, axis: str):
     if not rec.fit:
         return None, None
     try:
-        from ..core.curve import CurveFit
 
         fit = CurveFit.from_dict(rec.fit)
         if not fit.ok:
@@ -136,8 +139,6 @@ def _trend(rec: RunRecord, axis: str):
 
 def write_plot(records: list[RunRecord], path: str) -> str:
     """Overlay every run's curve, fitted law and forecast on one log-log figure; returns the x axis used."""
-    from ..tensorboard.figures import matplotlib_available, report_figure, save_png
-
     if not matplotlib_available():
         raise InvalidInputError("--plot needs matplotlib (pip install 'lightning-scaling[plots]')")
     axis = "step"
@@ -185,8 +186,6 @@ def read_runs(logdir: str, tags=None) -> tuple[list[RunRecord], list[str]]:
 
 
 def run(args) -> int:
-    from .common import CliError
-
     tags = args.tag or None
     records, messages = read_runs(args.logdir, tags)
     for rec in records:
@@ -206,7 +205,7 @@ def run(args) -> int:
             item = rec.to_json()
             item.pop("curve")
             payload["runs"].append(item)
-        print(json.dumps(payload, indent=2, allow_nan=False, default=_json_default))
+        print(json.dumps(plain(payload, strict=True), indent=2, allow_nan=False))
     else:
         print(format_table(records))
     if args.plot:
@@ -214,10 +213,3 @@ def run(args) -> int:
         if not args.json:
             print(f"wrote {args.plot} (x axis: {axis})")
     return 0
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        value = obj.item()
-        return value if not isinstance(value, float) or math.isfinite(value) else None
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

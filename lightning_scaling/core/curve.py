@@ -39,13 +39,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from ..errors import InvalidInputError
-from .laws import DEFAULT_LAWS, LAWS, LR_AGNOSTIC_LAWS, Law, get_law
+from .plain import nan_for_none, plain
+from .laws import DEFAULT_LAWS, LAWS, Law, get_law
 
 FORMAT = "lightning-scaling/curve-fit"
 VERSION = 1
@@ -200,7 +201,7 @@ class CurveFit:
 
         Survives ``json.dumps(..., allow_nan=False)`` and ``torch.load(weights_only=True)``.
         """
-        return _jsonable(
+        return plain(
             {
                 "format": FORMAT,
                 "version": VERSION,
@@ -212,7 +213,8 @@ class CurveFit:
                 "x_first": self.x_first,
                 "x_last": self.x_last,
                 "diagnostics": self.diagnostics,
-            }
+            },
+            strict=True,
         )
 
     @classmethod
@@ -246,7 +248,7 @@ class CurveFit:
             params=params,
             diagnostics=dict(d.get("diagnostics") or {}),
             components=components,
-            uncertainty=_unjson(d.get("uncertainty") or {}),
+            uncertainty=nan_for_none(d.get("uncertainty") or {}),
             context=d.get("context"),
             x_first=num(d.get("x_first")),
             x_last=num(d.get("x_last")),
@@ -292,32 +294,6 @@ def _check_level(level) -> float:
         raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
     return lv
 
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
-
-
-def _unjson(obj):
-    if isinstance(obj, dict):
-        return {k: _unjson(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_unjson(v) for v in obj]
-    return math.nan if obj is None else obj
 
 
 def _context_arrays(context: dict[str, Any]) -> dict[str, Any]:
@@ -1131,9 +1107,9 @@ def build_fit(fits: Sequence[LawFit], weights: Sequence[float], prep: Prepared, 
     }
     if elapsed is not None:
         diag["fit_seconds"] = float(elapsed)
-    ctx_json = None if context is None else _jsonable(context)
+    ctx_json = None if context is None else plain(context, strict=True)
     x_first, x_last = prep.diagnostics.get("x_range", (float(prep.x[0]), float(prep.x[-1])))
-    return CurveFit(main.law.name, dict(main.params), _jsonable(diag), components, uncertainty,
+    return CurveFit(main.law.name, dict(main.params), plain(diag, strict=True), components, uncertainty,
                     ctx_json, float(x_first), float(x_last))
 
 

@@ -48,6 +48,7 @@ import numpy as np
 from scipy import optimize
 
 from ..errors import InvalidInputError
+from .plain import plain
 
 FORMAT = "lightning-scaling/scaling-law-fit"
 VERSION = 1
@@ -406,7 +407,7 @@ class ScalingLawFit:
             "params": {k: float(self.params[k]) for k in PARAM_NAMES},
             "huber_delta": float(self.huber_delta),
             "objective": float(self.objective),
-            "diagnostics": _json_safe(self.diagnostics),
+            "diagnostics": plain(self.diagnostics),
             "bootstrap_params": None if self.bootstrap_params is None
             else [[float(v) for v in row] for row in np.asarray(self.bootstrap_params)],
             "residuals": None if self.residuals is None
@@ -465,21 +466,6 @@ def _optimal(P: np.ndarray, C: np.ndarray):
         d_opt = C / (6.0 * n_opt)
     return n_opt, d_opt
 
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    return obj if obj is None or isinstance(obj, str) else str(obj)
 
 
 # =========================================================================== fitting

@@ -80,8 +80,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import schedule as sch
-from .curve import MIN_POINTS, CurveFit, _jsonable, failed_fit, prepare_points, validate_inputs
+from .curve import MIN_POINTS, CurveFit, failed_fit, prepare_points, validate_inputs
 from ..errors import InvalidInputError
+from .plain import plain
 from .laws import LAWS, Law, register_law
 
 # ----------------------------------------------------------------------------- defaults
@@ -1192,5 +1193,5 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
                    "holdout_err": math.nan,
                    "holdout_dist": math.nan, "calibration": dict(calibration)}
     fit = CurveFit(law, params, diag, components, uncertainty, context, float(x[0]), float(x[-1]))
-    fit.diagnostics = _jsonable(diag)  # JSON-safe, like every CurveFit
+    fit.diagnostics = plain(diag, strict=True)  # JSON-safe, like every CurveFit
     return fit

@@ -134,7 +134,9 @@ def read_scalars(paths, tags=None) -> Scalars:
     SummaryWriter, Lightning's TensorBoardLogger) and rank-0 float tensors (TF2 summaries).
     When a step was written twice (a resumed run), the later write wins.
     """
-    from tensorboard.compat.proto import event_pb2  # protobuf classes only: no TensorFlow
+    from tensorboard.compat.proto import (
+        event_pb2,  # protobuf classes only: no TensorFlow
+    )
 
     if isinstance(paths, (str, os.PathLike)):
         p = os.fspath(paths)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.plain import plain
 from ..errors import InvalidInputError
 from .events import EVENT_FILE_MARK, read_scalars
 from .summary import SUMMARY_FILENAME, read_summary
@@ -144,7 +145,7 @@ class RunRecord:
             "tokens": num(self.tokens_total),
             "flops": num(self.flops_total),
             "law": self.law,
-            "forecast": _json_safe(self.forecast),
+            "forecast": plain(self.forecast, strict=True),
             "warnings": list(self.warnings),
             "stopped_reason": self.stopped_reason,
             "problems": list(self.problems),
@@ -156,18 +157,6 @@ class RunRecord:
             },
         }
 
-
-def _json_safe(obj):
-    """``obj`` with every non-finite float replaced by None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def _float_or_none(v) -> float | None:

@@ -25,34 +25,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.plain import plain
+from ..core.stats import difference_noise, mad_sd
 from ..errors import InvalidInputError
 
 AXES = ("step", "tokens", "flops")
 
-
-# -- plain-Python conversion (checkpoints load with weights_only=True) ----------------------
-def plain(value: Any, depth: int = 0) -> Any:
-    """``value`` as plain Python (dict/list/str/int/float/bool/None), numpy and tensors included."""
-    if depth > 20:
-        return str(value)
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return [plain(v, depth + 1) for v in value.tolist()]
-    if isinstance(value, dict):
-        return {str(k): plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, deque)):
-        return [plain(v, depth + 1) for v in value]
-    if hasattr(value, "tolist"):  # torch tensors without importing torch
-        try:
-            return plain(value.tolist(), depth + 1)
-        except Exception:
-            pass
-    return str(value)
 
 
 def _f(v: Any) -> float:

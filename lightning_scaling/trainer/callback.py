@@ -37,8 +37,8 @@ from ..monitor.monitoring import (
     TrendDetector,
     evaluate_stopping_criteria,
     make_forecast,
-    plain,
 )
+from ..core.plain import plain
 
 log = logging.getLogger(__name__)
 
@@ -917,7 +917,7 @@ class _MonitorLogic:
             v = np.asarray(values, dtype=float)
             return None if not np.isfinite(v).any() else [None if not math.isfinite(x) else float(x) for x in v]
 
-        return _json_safe({
+        return plain(strict=True, value={
             "format": _SUMMARY_FORMAT,
             "version": _SUMMARY_VERSION,
             "run": _run_name(trainer),
@@ -1027,16 +1027,6 @@ def _thin(items: list, keep: int) -> list:
     idx = np.linspace(0, len(old) - 1, keep - half).round().astype(int)
     return [old[i] for i in sorted(set(idx.tolist()))] + new
 
-
-def _json_safe(value: Any) -> Any:
-    value = plain(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _log_dir(trainer) -> str:
