@@ -191,3 +191,54 @@ def test_per_step_series_are_buffered_then_written_in_batches(tmp_path):
     ea = reload(tmp_path)
     assert [e.step for e in ea.Scalars("scaling/observed_loss")] == [1, *range(2, 41, 2)]
     assert ea.Scalars("scaling/tokens")[-1].value == 64.0 * 40
+
+
+class RecordingMonitor:
+    """A monitor with the attributes MonitorView documents, recording each one read."""
+
+    def __init__(self, **attributes):
+        object.__setattr__(self, "read", set())
+        for name, value in attributes.items():
+            object.__setattr__(self, name, value)
+
+    def __getattribute__(self, name):
+        if name != "read" and not name.startswith("__"):
+            object.__getattribute__(self, "read").add(name)
+        return object.__getattribute__(self, name)
+
+
+def test_the_sink_reads_the_monitor_through_its_documented_view_only(tmp_path):
+    pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    import lightning_scaling as ls
+    from lightning_scaling.monitor.history import LossHistory
+    from lightning_scaling.monitor.monitoring import Forecast
+    from lightning_scaling.tensorboard.view import MONITOR_ATTRIBUTES
+
+    history = LossHistory()
+    steps = np.arange(1, 201, dtype=float)
+    loss = 2 + 3 * steps**-0.4
+    for s, y in zip(steps, loss):
+        history.append(step=s, key=s, loss=y, tokens=64 * s, flops=1e9 * s)
+    fit = ls.fit_curve(steps, loss)
+    lo, hi = fit.interval(400.0, level=0.9)
+    forecast = Forecast(step=200, final_loss=float(fit.predict(400.0)), lower=float(lo), upper=float(hi), level=0.9,
+                        law=fit.law, target_step=400, fit=fit)
+    monitor = RecordingMonitor(history=history, forecast=forecast, forecasts=[forecast], planned_steps=400.0,
+                               level=0.9, loss_name="train_loss", summary_path=None,
+                               summary=lambda trainer: {"run": "demo", "final_loss": float(loss[-1])})
+    writer = SummaryWriter(str(tmp_path))
+    sink = tb.TensorBoardSink(writer=writer, every=10, figure_process=False)
+    trainer = SimpleNamespace(global_step=200, log_every_n_steps=10)
+    sink.setup(trainer, None, monitor)
+    sink.on_observation(trainer, None, monitor, [{"step": 200, "loss": float(loss[-1]), "flops": 2e11,
+                                                  "tokens": 12800.0}])
+    sink.on_refit(trainer, None, monitor, forecast)
+    sink.on_train_end(trainer, None, monitor)
+    writer.close()
+    assert monitor.read == set(MONITOR_ATTRIBUTES)
+    ea = reload(tmp_path)
+    assert tb.missing_tags(sink.layout, ea.Tags()["scalars"]) == []
+    assert set(ea.Tags()["images"]) == {"scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"}
+    assert ea.Tensors("scaling/summary/text_summary")

@@ -11,6 +11,11 @@ from typing import Any
 import numpy as np
 
 
+#: Every attribute of the monitor the panels read (through :class:`MonitorView`).
+MONITOR_ATTRIBUTES = ("forecast", "forecasts", "planned_steps", "level", "loss_name", "history", "summary_path",
+                      "summary")
+
+
 class MonitorView:
     """A read-only view of a ``ScalingLawMonitor`` (or any object with the same attributes):
     everything the panels read of it, evaluated when asked (nothing is copied).
