@@ -3,7 +3,7 @@
 ``TensorBoardSink`` is added by ``ScalingLawMonitor`` itself when the trainer has a
 ``TensorBoardLogger``; pass your own to configure it.
 
-Modules (imports point down the list only):
+Modules (imports point down this list, or along a line; none back up):
 
 - ``sink``: ``TensorBoardSink`` (the monitor's hooks) and ``attach_tensorboard_sink``;
 - ``series``, ``drawing``, ``final``: what the sink delegates to (the scalars and layout;
