@@ -110,6 +110,7 @@ def test_summary_markdown_says_law_params_forecast_compute_warnings():
 def test_tabulated_trend_band_matches_the_fit():
     import lightning_scaling as ls
     from lightning_scaling.monitor.monitoring import Forecast
+    from lightning_scaling.tensorboard.band import band_at, tabulate_band
 
     rng = np.random.default_rng(0)
     x = np.arange(1, 400, dtype=float)
@@ -117,9 +118,9 @@ def test_tabulated_trend_band_matches_the_fit():
     assert fit.ok
     forecast = Forecast(step=399, final_loss=float(fit.predict(1000)), lower=0.0, upper=0.0, level=0.9,
                         law=fit.law, target_step=1000, fit=fit)
-    band = tb.TensorBoardSink._tabulate_band(tb.TensorBoardSink(writer=object()), forecast)
+    band = tabulate_band(forecast)
     for xq in (3.0, 57.5, 399.0, 800.0, 5000.0):  # 5000: past the grid, evaluated directly
-        trend, lo, hi = tb.TensorBoardSink._band_at(band, xq, 0.9)
+        trend, lo, hi = band_at(band, xq, 0.9)
         exp_lo, exp_hi = fit.interval(xq, level=0.9)
         assert trend == pytest.approx(fit.predict(xq), rel=1e-3)
         assert (lo, hi) == pytest.approx((exp_lo, exp_hi), rel=1e-3)
@@ -127,7 +128,7 @@ def test_tabulated_trend_band_matches_the_fit():
 
 def test_figure_process_survives_a_bad_job_and_draws_the_next():
     pytest.importorskip("matplotlib")
-    from lightning_scaling.tensorboard.figures import FigureProcess
+    from lightning_scaling.tensorboard.helper import FigureProcess
 
     helper = FigureProcess()
     helper.start()
@@ -159,14 +160,15 @@ def test_figure_process_survives_a_bad_job_and_draws_the_next():
 
 def test_plot_axis_matches_project_compute_inside_and_past_the_record():
     from lightning_scaling.core.compute import project_compute
+    from lightning_scaling.tensorboard.figure_data import to_plot_axis
 
     steps = np.array([1.0, 2.0, 5.0, 9.0, np.nan, 12.0])
     flops = np.array([10.0, 21.0, 50.0, np.nan, 80.0, 130.0])
     grid = np.array([1.0, 3.5, 9.0, 12.0, 20.0, 400.0])
     expected = [project_compute(steps, flops, float(s)) for s in grid]
-    assert tb._to_plot_axis(steps, flops, grid) == pytest.approx(expected, rel=1e-12)
-    assert tb._to_plot_axis(steps, None, grid) is not None and np.all(tb._to_plot_axis(steps, None, grid) == grid)
-    assert np.isnan(tb._to_plot_axis(steps, np.full(6, np.nan), grid)).all()
+    assert to_plot_axis(steps, flops, grid) == pytest.approx(expected, rel=1e-12)
+    assert to_plot_axis(steps, None, grid) is not None and np.all(to_plot_axis(steps, None, grid) == grid)
+    assert np.isnan(to_plot_axis(steps, np.full(6, np.nan), grid)).all()
 
 
 def test_per_step_series_are_buffered_then_written_in_batches(tmp_path):
@@ -183,9 +185,60 @@ def test_per_step_series_are_buffered_then_written_in_batches(tmp_path):
         if step == 15:  # 8 were due by step 14 (1, 2, 4, ..., 14; 15 is not due): one batch out
             writer.flush()
             assert [e.step for e in reload(tmp_path).Scalars("scaling/observed_loss")] == [1, *range(2, 15, 2)]
-    assert [obs["step"] for obs, _ in sink._due] == [32, 34, 36, 38, 40]  # 16..30 went out at step 30
+    assert [obs["step"] for obs, _ in sink.series.due] == [32, 34, 36, 38, 40]  # 16..30 went out at step 30
     sink.close()
     writer.close()
     ea = reload(tmp_path)
     assert [e.step for e in ea.Scalars("scaling/observed_loss")] == [1, *range(2, 41, 2)]
     assert ea.Scalars("scaling/tokens")[-1].value == 64.0 * 40
+
+
+class RecordingMonitor:
+    """A monitor with the attributes MonitorView documents, recording each one read."""
+
+    def __init__(self, **attributes):
+        object.__setattr__(self, "read", set())
+        for name, value in attributes.items():
+            object.__setattr__(self, name, value)
+
+    def __getattribute__(self, name):
+        if name != "read" and not name.startswith("__"):
+            object.__getattribute__(self, "read").add(name)
+        return object.__getattribute__(self, name)
+
+
+def test_the_sink_reads_the_monitor_through_its_documented_view_only(tmp_path):
+    pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    import lightning_scaling as ls
+    from lightning_scaling.monitor.history import LossHistory
+    from lightning_scaling.monitor.monitoring import Forecast
+    from lightning_scaling.tensorboard.view import MONITOR_ATTRIBUTES
+
+    history = LossHistory()
+    steps = np.arange(1, 201, dtype=float)
+    loss = 2 + 3 * steps**-0.4
+    for s, y in zip(steps, loss):
+        history.append(step=s, key=s, loss=y, tokens=64 * s, flops=1e9 * s)
+    fit = ls.fit_curve(steps, loss)
+    lo, hi = fit.interval(400.0, level=0.9)
+    forecast = Forecast(step=200, final_loss=float(fit.predict(400.0)), lower=float(lo), upper=float(hi), level=0.9,
+                        law=fit.law, target_step=400, fit=fit)
+    monitor = RecordingMonitor(history=history, forecast=forecast, forecasts=[forecast], planned_steps=400.0,
+                               level=0.9, loss_name="train_loss", summary_path=None,
+                               summary=lambda trainer: {"run": "demo", "final_loss": float(loss[-1])})
+    writer = SummaryWriter(str(tmp_path))
+    sink = tb.TensorBoardSink(writer=writer, every=10, figure_process=False)
+    trainer = SimpleNamespace(global_step=200, log_every_n_steps=10)
+    sink.setup(trainer, None, monitor)
+    sink.on_observation(trainer, None, monitor, [{"step": 200, "loss": float(loss[-1]), "flops": 2e11,
+                                                  "tokens": 12800.0}])
+    sink.on_refit(trainer, None, monitor, forecast)
+    sink.on_train_end(trainer, None, monitor)
+    writer.close()
+    assert monitor.read == set(MONITOR_ATTRIBUTES)
+    ea = reload(tmp_path)
+    assert tb.missing_tags(sink.layout, ea.Tags()["scalars"]) == []
+    assert set(ea.Tags()["images"]) == {"scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"}
+    assert ea.Tensors("scaling/summary/text_summary")

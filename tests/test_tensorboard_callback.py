@@ -251,7 +251,7 @@ def test_periodic_figures_come_back_from_the_helper_at_their_own_steps(tmp_path)
     class WarmSink(tb.TensorBoardSink):
         def setup(self, trainer, pl_module, monitor):
             super().setup(trainer, pl_module, monitor)
-            self._helper.wait(60)  # warm before the first refit, so that no update is skipped
+            self.figure_updates.helper.wait(60)  # warm before the first refit, so that no update is skipped
 
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     sink = WarmSink(logger, figure_every=2, max_figure_overhead=1.0)
@@ -296,13 +296,13 @@ import sys, time, warnings
 sys.path.insert(0, {tests!r})
 import test_tensorboard_callback as t
 from pytorch_lightning.loggers import TensorBoardLogger
-from lightning_scaling import tensorboard as tb
+from lightning_scaling.tensorboard import final
 
-write = tb._write_images_file
+write = final.write_images_file
 def slow_write(*args):
     time.sleep(1.0)  # the interpreter is exiting by now: only the exit hook keeps it alive
     return write(*args)
-tb._write_images_file = slow_write
+final.write_images_file = slow_write
 logger = TensorBoardLogger({root!r}, name="tb")
 monitor = t.ScalingLawMonitor(refit_every=10, background=False, tokens_per_batch=16)
 trainer = t.pl.Trainer(max_steps=40, logger=logger, callbacks=[monitor], enable_progress_bar=False,

@@ -4,28 +4,21 @@ The functions take plain arrays (the caller evaluates the fit), draw on a
 ``matplotlib.figure.Figure`` without pyplot (no global state, no GUI backend, safe in a
 training process) and return it; :func:`figure_to_rgb` renders one to an image array for
 TensorBoard, :func:`figure_to_png` to PNG bytes, :func:`save_png` to a file.
+:func:`render_pngs` draws a job, {tag: (kind, kwargs)} with kinds from ``FIGURE_KINDS``.
 
-:class:`FigureProcess` renders figures in a helper process, so that a training process does
-not run matplotlib's drawing (about 0.05 CPU s a figure) nor, where nothing else has imported
-it, matplotlib's import (about 0.3 CPU s). A thread would not do: the drawing is Python code
-that holds the GIL the training loop needs between its kernels. The helper is started with
-``python -c`` and loads this file by its path, without the package's ``__init__`` (no torch,
-no scipy: numpy, matplotlib and Pillow only).
+matplotlib and Pillow are imported where a figure is drawn: they are optional, and their
+import (about 0.3 CPU s) is paid only where something draws. This file is also loaded by its
+path, without the package, in the figure helper process (``helper.py``): it imports nothing
+of the package (numpy, matplotlib and Pillow only).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import math
-import os
-import pickle
-import queue
-import struct
-import subprocess
-import sys
-import threading
-import time
-import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +62,6 @@ def figure_to_png(fig) -> tuple[bytes, int, int]:
     one's size (~13 kB vs ~40 kB), which matters because TensorBoard's event writer checksums
     every record in pure Python (on its own thread, but holding the GIL: ~0.1 ms per kB).
     """
-    import io
-
     from PIL import Image
 
     rgb = figure_to_rgb(fig)
@@ -254,7 +245,7 @@ def report_figure(runs: Sequence[dict[str, Any]], *, x_label: str, loss_label: s
 
 
 # --------------------------------------------------------------------------------------
-# Rendering in a helper process
+# Jobs: what the figure helper process (and the sink, without one) draws
 
 #: The figures a job may ask for, by kind.
 FIGURE_KINDS = {"loss_vs_compute": loss_vs_compute_figure, "forecast_history": forecast_history_figure}
@@ -265,233 +256,8 @@ def render_pngs(figures: dict) -> dict:
     return {tag: figure_to_png(FIGURE_KINDS[kind](**kwargs)) for tag, (kind, kwargs) in figures.items()}
 
 
-_HEADER = struct.Struct("<Q")  # byte length of the pickled message that follows
-
-
-def _send(stream, message) -> None:
-    data = pickle.dumps(message, protocol=4)
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
-def _receive(stream):
-    """The next message, or None at the end of the stream."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    size = _HEADER.unpack(header)[0]
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return pickle.loads(data)
-
-
-def serve(stdin, stdout) -> None:
-    """The helper's loop: answer the warm-up message, then one reply per job, until stdin ends.
-
-    Jobs are {"id": int, "figures": {tag: (kind, kwargs)}}; replies {"id", "images": {tag:
-    (PNG, height, width)}, "error": str | None, "cpu_s": this process's CPU seconds so far,
-    "render_cpu_s": CPU seconds of this job}. The warm-up reply (id 0) says whether matplotlib
-    imports ("matplotlib": bool) and comes after a first drawing, so that fonts are loaded
-    before the first real job.
-    """
-    try:
-        x = np.geomspace(1.0, 1e3, 8)
-        render_pngs({"forecast_history": ("forecast_history", {"made_at": x, "final": x, "lower": x, "upper": x}),
-                     "loss_vs_compute": ("loss_vs_compute", {"x": x, "loss": 1 / x, "x_label": "x",
-                                                             "grid_x": x, "trend": 1 / x, "lower": 0.5 / x,
-                                                             "upper": 2 / x, "planned_end": 1e3,
-                                                             "forecast": (1e-3, 5e-4, 2e-3)})})
-        _send(stdout, {"id": 0, "matplotlib": True, "error": None, "cpu_s": time.process_time(), "pid": os.getpid()})
-    except ImportError as exc:
-        _send(stdout, {"id": 0, "matplotlib": False, "error": f"{type(exc).__name__}: {exc}",
-                       "cpu_s": time.process_time(), "pid": os.getpid()})
-        return
-    while True:
-        job = _receive(stdin)
-        if job is None:
-            return
-        start = time.process_time()
-        try:
-            images, error = render_pngs(job["figures"]), None
-        except Exception as exc:  # one bad figure must not end the helper
-            images, error = {}, f"{type(exc).__name__}: {exc}"
-        _send(stdout, {"id": job["id"], "images": images, "error": error, "cpu_s": time.process_time(),
-                       "render_cpu_s": time.process_time() - start})
-
-
-# The replies go out on a copy of stdout; stdout itself is pointed at stderr (discarded), so
-# that anything a library prints cannot corrupt them.
-_HELPER_CODE = (
-    "import importlib.util, os, sys\n"
-    "replies = os.fdopen(os.dup(1), 'wb')\n"
-    "os.dup2(2, 1)\n"
-    "spec = importlib.util.spec_from_file_location('_lightning_scaling_figures', sys.argv[1])\n"
-    "module = importlib.util.module_from_spec(spec)\n"
-    "spec.loader.exec_module(module)\n"
-    "module.serve(sys.stdin.buffer, replies)\n"
-)
-
-
-class FigureProcess:
-    """A helper process that renders figures (see the module docstring); used from one thread.
-
-    ``start`` launches it and returns at once (the helper imports matplotlib meanwhile);
-    ``submit`` sends a job unless one is already being rendered (or, with ``queue=True``,
-    behind it: the helper answers jobs in order); ``results`` returns the replies that have
-    arrived, without waiting; ``wait`` waits for the pending jobs up to a deadline; ``close``
-    ends the helper. A reader thread, blocked on the helper's output, takes
-    the replies in: it costs no CPU while it waits.
-
-    Attributes:
-        matplotlib: None until the helper has said, then whether it could import matplotlib.
-        cpu_seconds: CPU seconds the helper has used so far (imports included), as it reported.
-        render_cpu_seconds: CPU seconds of its last job (its drawing and PNG encoding).
-        pid: the helper's process id.
-    """
-
-    def __init__(self):
-        self.process: subprocess.Popen | None = None
-        self.matplotlib: bool | None = None
-        self.error: str | None = None
-        self.cpu_seconds = 0.0
-        self.render_cpu_seconds = 0.0
-        self.pid: int | None = None
-        self._replies: queue.Queue = queue.Queue()
-        self._reader: threading.Thread | None = None
-        self._pending: list[int] = []  # ids of the jobs sent and not answered yet, oldest first
-        self._next_id = 1
-
-    def start(self) -> None:
-        """Launch the helper; raises OSError when no process can be started."""
-        if not sys.executable:
-            raise OSError("no Python executable to start a figure helper with")
-        env = dict(os.environ, MPLBACKEND="Agg", PYTHONSAFEPATH="1")
-        self.process = subprocess.Popen([sys.executable, "-c", _HELPER_CODE, os.path.abspath(__file__)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        env=env, close_fds=True)
-        self.pid = self.process.pid
-        # the thread holds the queue and the stream, not self: a FigureProcess dropped without
-        # close() is collected, and its finalizer closes the helper's input, which ends it
-        self._reader = threading.Thread(target=_read_replies, args=(self.process.stdout, self._replies),
-                                        daemon=True, name="lightning-scaling-figures")
-        self._reader.start()
-        weakref.finalize(self, _close_input, self.process)
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def busy(self) -> bool:
-        """True while a job is being rendered (or waits to be)."""
-        return bool(self._pending)
-
-    def submit(self, figures: dict, *, queue: bool = False) -> int | None:
-        """Send {tag: (kind, kwargs)} to be rendered; returns the job's id, or None (nothing
-        sent) when the helper is gone or, unless ``queue``, while a job is pending."""
-        if (self._pending and not queue) or not self.alive:
-            return None
-        job_id, self._next_id = self._next_id, self._next_id + 1
-        try:
-            _send(self.process.stdin, {"id": job_id, "figures": figures})
-        except (OSError, ValueError):
-            return None
-        self._pending.append(job_id)
-        return job_id
-
-    def _take(self, reply, out: list) -> None:
-        if reply is None:
-            self._pending = []
-            if self.matplotlib is None:
-                self.matplotlib = False
-                self.error = self.error or "the figure helper ended before it could draw"
-            return
-        self.cpu_seconds = float(reply.get("cpu_s", self.cpu_seconds))
-        if reply["id"] == 0:
-            self.matplotlib = bool(reply.get("matplotlib"))
-            self.error = reply.get("error")
-            self.pid = reply.get("pid", self.pid)
-            return
-        self.render_cpu_seconds = float(reply.get("render_cpu_s", 0.0))
-        if reply["id"] in self._pending:
-            self._pending.remove(reply["id"])
-        out.append(reply)
-
-    def results(self) -> list[dict]:
-        """Replies to jobs that have arrived since the last call (never waits)."""
-        out: list[dict] = []
-        while True:
-            try:
-                reply = self._replies.get_nowait()
-            except queue.Empty:
-                return out
-            self._take(reply, out)
-
-    def wait(self, timeout: float) -> list[dict]:
-        """Replies until every pending job's has arrived (and the warm-up's, when still due), or
-        ``timeout`` seconds have passed, or the helper is gone."""
-        deadline = time.monotonic() + max(0.0, timeout)
-        out = self.results()
-        # not `self.alive`: a helper that has just exited may still have replies in the pipe;
-        # the reader thread's end-of-stream marker ends the wait instead
-        while (self._pending or self.matplotlib is None) and self.process is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                reply = self._replies.get(timeout=left)
-            except queue.Empty:
-                break
-            self._take(reply, out)
-        return out
-
-    def close(self, timeout: float = 5.0) -> None:
-        """End the helper without waiting for it: its input closes, so it finishes and exits
-        (its interpreter's shutdown takes ~0.1 s); a daemon thread reaps it and kills it if it
-        is still there after ``timeout`` seconds."""
-        process, self.process = self.process, None
-        self._pending = []
-        if process is None:
-            return
-        _close_input(process)
-        threading.Thread(target=_reap, args=(process, timeout), daemon=True,
-                         name="lightning-scaling-figures-reap").start()
-
-
-def _read_replies(stream, replies: queue.Queue) -> None:
-    try:
-        while True:
-            reply = _receive(stream)
-            if reply is None:
-                break
-            replies.put(reply)
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError):
-        pass
-    finally:
-        stream.close()
-    replies.put(None)  # the helper is gone
-
-
-def _close_input(process: subprocess.Popen) -> None:
-    try:
-        process.stdin.close()
-    except OSError:
-        pass
-
-
-def _reap(process: subprocess.Popen, timeout: float) -> None:
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def matplotlib_installed() -> bool:
     """True when matplotlib can be found, without importing it (about 1 ms instead of 0.3 s)."""
-    import importlib.util
-
     try:
         return importlib.util.find_spec("matplotlib") is not None
     except (ImportError, ValueError):
