@@ -25,6 +25,9 @@ Two parts, on the development curves with a known schedule (multipower, modded_n
 
     python benchmarks/schedule_calibration.py [--measure] [--intervals]
 
+Target (``--intervals``): every stored multiplier equals the one measured now, at the two
+decimals printed; the exit status is 1 and the last line names the stale ones otherwise.
+
 Groups: a multipower run is its own group; a modded-nanogpt run's group is its record
 (ShortcutsTweaks, WindowWarmup, ValueEmbed).
 """
@@ -282,24 +285,48 @@ def main(argv=None) -> int:
         measure(curves)
         implied_kappa(curves)
         alpha_slope(curves)
-    if args.intervals or not args.measure:
-        scores = _scores(curves, reference=False)
-        k = calibrate([r for r in scores if r[4] == "data"], "default priors, annealing identified or absent")
-        print(f"   -> CALIBRATION = scaled_calibration({k:.2f}) (now k_spread {calibration.CALIBRATION['k_spread']:.2f})")
-        table = {}
-        for f in FRACTIONS:
-            table[f] = calibrate([r for r in scores if r[4] == "prior" and r[2] == f],
-                                 f"default priors, annealing from the prior, seen {f:.2f}")
-        print(f"   -> CALIBRATION_PRIOR = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
-              f"(now {calibration.CALIBRATION_PRIOR})")
-        pooled = calibrate([r for r in scores if r[4] == "prior"], "(for comparison: one multiplier for all seen shares)")
-        ref = _scores(curves, reference=True)
-        table = {f: calibrate([r for r in ref if r[2] == f], f"reference prior, seen {f:.2f}") for f in FRACTIONS}
-        print(f"   -> CALIBRATION_REFERENCE = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
-              f"(now {calibration.CALIBRATION_REFERENCE})")
-        calibrate(ref, "(for comparison: one reference multiplier for all seen shares)")
-    return 0
+    if args.measure and not args.intervals:
+        print("\nno targets checked (--measure prints measurements; --intervals checks the multipliers)")
+        return 0
+    short = _intervals(curves)
+    print(f"\nmultipliers short of their target (stored value != the value measured now, "
+          f"at the 2 decimals printed): {'; '.join(short)}" if short
+          else "\nall stored interval multipliers match the ones measured now (2 decimals)")
+    return 1 if short else 0
 
+
+def _same(stored: float, measured: float) -> bool:
+    """The target of a stored multiplier: equal to the one measured now, at the printed 2 decimals."""
+    return f"{stored:.2f}" == f"{measured:.2f}"
+
+
+def _intervals(curves) -> list[str]:
+    """Measure the three interval multipliers and print them beside the stored ones; return the
+    names of those that differ (the stored constants are stale)."""
+    short = []
+    scores = _scores(curves, reference=False)
+    k = calibrate([r for r in scores if r[4] == "data"], "default priors, annealing identified or absent")
+    print(f"   -> CALIBRATION = scaled_calibration({k:.2f}) (now k_spread {calibration.CALIBRATION['k_spread']:.2f})")
+    if not _same(calibration.CALIBRATION["k_spread"], k):
+        short.append(f"CALIBRATION ({calibration.CALIBRATION['k_spread']:.2f} stored, {k:.2f} measured)")
+    table = {}
+    for f in FRACTIONS:
+        table[f] = calibrate([r for r in scores if r[4] == "prior" and r[2] == f],
+                             f"default priors, annealing from the prior, seen {f:.2f}")
+    print(f"   -> CALIBRATION_PRIOR = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
+          f"(now {calibration.CALIBRATION_PRIOR})")
+    short += [f"CALIBRATION_PRIOR[{f}] ({calibration.CALIBRATION_PRIOR.get(f, math.nan):.2f} stored, {k:.2f} measured)"
+              for f, k in table.items() if not _same(calibration.CALIBRATION_PRIOR.get(f, math.nan), k)]
+    calibrate([r for r in scores if r[4] == "prior"], "(for comparison: one multiplier for all seen shares)")
+    ref = _scores(curves, reference=True)
+    table = {f: calibrate([r for r in ref if r[2] == f], f"reference prior, seen {f:.2f}") for f in FRACTIONS}
+    print(f"   -> CALIBRATION_REFERENCE = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
+          f"(now {calibration.CALIBRATION_REFERENCE})")
+    short += [f"CALIBRATION_REFERENCE[{f}] ({calibration.CALIBRATION_REFERENCE.get(f, math.nan):.2f} stored, "
+              f"{k:.2f} measured)"
+              for f, k in table.items() if not _same(calibration.CALIBRATION_REFERENCE.get(f, math.nan), k)]
+    calibrate(ref, "(for comparison: one reference multiplier for all seen shares)")
+    return short
 
 if __name__ == "__main__":
     sys.exit(main())
