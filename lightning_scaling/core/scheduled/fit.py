@@ -51,7 +51,7 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
         lr: learning rate at every optimizer step 0..horizon, future steps included (any
             units: the schedule is divided by its peak). The forecast horizon is
             ``len(lr) - 1``.
-        prior: None (defaults of this module), an earlier schedule-aware CurveFit of the same
+        prior: None (the defaults of ``calibration.py``), an earlier schedule-aware CurveFit of the same
             recipe (or its ``to_dict()``, or a list of them) to lend alpha and the annealing
             parameters, or ``{name: (mean, sd)}`` for alpha, the amplitude (C for
             convex_bound and tissue, B for multipower) or kappa (annealing ratio; sd relative).
@@ -67,18 +67,8 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
         came from the prior. InvalidInputError only for invalid arguments.
     """
     t0 = time.perf_counter()
-    if law is None and laws:
-        named = [n for n in laws if n in SCHEDULE_LAWS]
-        law = named[0] if named else None
-    law = law or SCHEDULE_LAWS[0]
-    if law not in SCHEDULE_LAWS:
-        raise InvalidInputError(f"law must be one of {SCHEDULE_LAWS} when lr is given, got {law!r}")
-    try:
-        skip_ok = 0.0 <= float(skip_fraction) < 1.0
-    except (TypeError, ValueError):
-        skip_ok = False
-    if not skip_ok:
-        raise InvalidInputError(f"skip_fraction must be in [0, 1), got {skip_fraction!r}")
+    law = _checked_law(law, laws)
+    _check_skip_fraction(skip_fraction)
     lr_in = sch.as_schedule(lr)
     x_arr, y_arr = validate_inputs(steps, loss)
     horizon = lr_in.size - 1
@@ -89,14 +79,7 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
             f"entries (steps 0..{horizon}) but a loss is given at step {finite_x.max():g}")
     pri, law = resolve_priors(prior, law, anneal_momentum)
     if np.all(lr_in == lr_in[0]) and (prior is None or set(prior) <= {"alpha"}):
-        # one LR throughout: the LR area is the step count times a constant, so the
-        # schedule adds nothing the LR-agnostic fit (more laws, held-out weighting) lacks
-        fit = fit_agnostic(x_arr, y_arr, prior=prior)
-        fit.diagnostics.setdefault("flags", []).append(
-            "constant LR over the whole schedule: LR-agnostic fit (the schedule adds nothing)")
-        fit.diagnostics["anneal"] = {"in_schedule": False, "identifiable": False, "seen_fraction": 0.0,
-                                     "source": "none: the LR never changes"}
-        return fit
+        return _constant_lr_fit(x_arr, y_arr, prior)
     context, lr_arr = schedule_context(lr_in)
     feat = schedule_features(lr_arr)
 
@@ -153,42 +136,107 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
     if post is None:
         return failed_fit("no law could be fitted", diag, "no admissible alpha (A >= 0, amplitude >= 0)",
                           context=context)
-    conflict = alpha_conflict(post["coarse"], pri)
-    if conflict is not None:
-        # the data's own alpha lies beyond what the prior and its spread allow. Early curves
-        # often look flatter than their asymptotic law (development curves at 10%, the GPT
-        # example at 25%), so the forecast keeps the prior's reading; the interval widens
-        # until the reading under the prior widened to the distance (type-II maximum
-        # likelihood of its scale) sits at the 90% edge.
-        wide = Priors(**{**pri.__dict__, "alpha": (pri.alpha[0], conflict["widened_sd"])})
-        post_w = posterior(prob, sig, k, wide, law, FT)
-        if post_w is None:
-            conflict = None
-        else:
-            f_prior = mixture_at(post["components"], context, horizon)
-            f_wide = mixture_at(post_w["components"], context, horizon)
-            conflict.update({"forecast_prior": f_prior, "forecast_widened": f_wide,
-                             "sd": abs(math.log(f_wide / f_prior)) / CONFLICT_EDGE_Z
-                             if f_wide > 0 and f_prior > 0 else 0.0})
-    components = post["components"]
+    conflict = _widened_for_conflict(prob, sig, k, pri, law, post, context, horizon)
     prof_b, ib = post["best"]
-    a_best, a_sd = float(prof_b.alpha[ib]), post["alpha_sd"]
-
-    coef = prof_b.coef[ib]
-    cov = prof_b.cov[ib]
-    params = law_params(law, coef, a_best, pri)
-    amp_name = AMP_NAME[law]
+    coef, cov = prof_b.coef[ib], prof_b.cov[ib]
+    params = law_params(law, coef, float(prof_b.alpha[ib]), pri)
     diag["law"] = law
-    diag["posterior_sd"] = {"alpha": a_sd, amp_name: float(math.sqrt(max(cov[2, 2], 0.0))),
+    diag["posterior_sd"] = {"alpha": post["alpha_sd"], AMP_NAME[law]: float(math.sqrt(max(cov[2, 2], 0.0))),
                             "L0": float(math.sqrt(max(cov[0, 0], 0.0)))}
     diag["residual_scale"] = float(sig)
     diag["n_eff"] = float(n_eff)
     flags = list(diag.get("flags", []))
-    XT_b = float(prof_b.XT[ib])
+    anneal = _anneal_report(pri, coef, FT, float(prof_b.XT[ib]), float(prof_b.cap[ib]), has_anneal, seen,
+                            identifiable, flags)
+    if conflict is not None:
+        diag["alpha_conflict"] = conflict
+        flags.append(
+            f"the data's own alpha {conflict['alpha_data']:.2f} (sd {conflict['alpha_data_sd']:.2f}) conflicts "
+            f"with the prior N({pri.alpha[0]:.2f}, {pri.alpha[1]:.2f}) ({conflict['z']:.1f} sd): the interval widens "
+            f"to reach the forecast {conflict['forecast_widened']:.4g} under the prior widened to sd "
+            f"{conflict['widened_sd']:.2f}")
+    if pri.source != "default":
+        flags.append(f"prior: {pri.source}")
+    if shape_note:
+        anneal["shape"] = shape_note
+    diag["anneal"] = anneal
+    diag["flags"] = flags
+    diag["fit_seconds"] = float(time.perf_counter() - t0)
+    calibration = _interval_calibration(pri, has_anneal and not identifiable, float(x[-1]), horizon, conflict)
+    uncertainty = {"method": "schedule-posterior-v2", "noise_sd": window_noise(prob, x, sig, horizon),
+                   "holdout_err": math.nan,
+                   "holdout_dist": math.nan, "calibration": dict(calibration)}
+    fit = CurveFit(law, params, diag, post["components"], uncertainty, context, float(x[0]), float(x[-1]))
+    fit.diagnostics = plain(diag, strict=True)  # JSON-safe, like every CurveFit
+    return fit
+
+
+def _checked_law(law: str | None, laws: Sequence[str] | None) -> str:
+    """The schedule-aware law to fit: ``law``, else the first schedule-aware name in ``laws``,
+    else the default; InvalidInputError for any other name."""
+    if law is None and laws:
+        named = [n for n in laws if n in SCHEDULE_LAWS]
+        law = named[0] if named else None
+    law = law or SCHEDULE_LAWS[0]
+    if law not in SCHEDULE_LAWS:
+        raise InvalidInputError(f"law must be one of {SCHEDULE_LAWS} when lr is given, got {law!r}")
+    return law
+
+
+def _check_skip_fraction(skip_fraction) -> None:
+    try:
+        skip_ok = 0.0 <= float(skip_fraction) < 1.0
+    except (TypeError, ValueError):
+        skip_ok = False
+    if not skip_ok:
+        raise InvalidInputError(f"skip_fraction must be in [0, 1), got {skip_fraction!r}")
+
+
+def _constant_lr_fit(x: np.ndarray, y: np.ndarray, prior) -> CurveFit:
+    """One LR throughout: the LR area is the step count times a constant, so the schedule adds
+    nothing the LR-agnostic fit (more laws, held-out weighting) lacks."""
+    fit = fit_agnostic(x, y, prior=prior)
+    fit.diagnostics.setdefault("flags", []).append(
+        "constant LR over the whole schedule: LR-agnostic fit (the schedule adds nothing)")
+    fit.diagnostics["anneal"] = {"in_schedule": False, "identifiable": False, "seen_fraction": 0.0,
+                                 "source": "none: the LR never changes"}
+    return fit
+
+
+def _widened_for_conflict(prob: ScheduleProblem, sig: float, k: float, pri: Priors, law: str, post: dict,
+                          context: dict, horizon: int) -> dict | None:
+    """The alpha conflict (``posterior.alpha_conflict``) with the forecasts at the horizon under
+    the prior and under the prior widened to the distance, and the sd that puts the widened
+    one at the 90% edge; None when there is no conflict (or no widened fit).
+
+    Early curves often look flatter than their asymptotic law (development curves at 10%, the
+    GPT example at 25%), so the forecast keeps the prior's reading; the interval widens until
+    the reading under the prior widened to the distance (type-II maximum likelihood of its
+    scale) sits at the 90% edge.
+    """
+    conflict = alpha_conflict(post["coarse"], pri)
+    if conflict is None:
+        return None
+    wide = Priors(**{**pri.__dict__, "alpha": (pri.alpha[0], conflict["widened_sd"])})
+    post_w = posterior(prob, sig, k, wide, law, prob.FT)
+    if post_w is None:
+        return None
+    f_prior = mixture_at(post["components"], context, horizon)
+    f_wide = mixture_at(post_w["components"], context, horizon)
+    conflict.update({"forecast_prior": f_prior, "forecast_widened": f_wide,
+                     "sd": abs(math.log(f_wide / f_prior)) / CONFLICT_EDGE_Z
+                     if f_wide > 0 and f_prior > 0 else 0.0})
+    return conflict
+
+
+def _anneal_report(pri: Priors, coef, FT: float, XT: float, cap: float, has_anneal: bool, seen: float,
+                   identifiable: bool, flags: list[str]) -> dict:
+    """``diagnostics["anneal"]``: whether and how the annealing term was identified, its drop at
+    the horizon and share of the power-law part; appends the matching ``flags``."""
     anneal = {"in_schedule": bool(has_anneal), "seen_fraction": seen, "identifiable": bool(identifiable),
               "prior": pri.source, "drop_at_horizon": float(coef[2] * FT),
-              "share_of_power_law_part": float(coef[2] * FT / (coef[1] * XT_b)) if coef[1] * XT_b > 0 else 0.0}
-    if ANNEAL_MAX_SHARE * coef[1] - coef[2] * float(prof_b.cap[ib]) <= 1e-9 * max(coef[1], 1e-12) and coef[2] > 0:
+              "share_of_power_law_part": float(coef[2] * FT / (coef[1] * XT)) if coef[1] * XT > 0 else 0.0}
+    if ANNEAL_MAX_SHARE * coef[1] - coef[2] * cap <= 1e-9 * max(coef[1], 1e-12) and coef[2] > 0:
         flags.append(f"annealing term at its cap ({ANNEAL_MAX_SHARE:.0%} of the power-law part): the "
                      "curve falls faster than this law explains")
     if pri.amp is not None:
@@ -207,36 +255,24 @@ def fit_scheduled(steps, loss, lr, prior=None, *, law: str | None = None, laws: 
             f"({seen:.1%} of the annealing at the horizon seen); the forecast takes it from the "
             f"{'reference run' if pri.source.startswith('reference') else 'prior'} and the interval "
             "carries that prior's spread")
-    if conflict is not None:
-        diag["alpha_conflict"] = conflict
-        flags.append(
-            f"the data's own alpha {conflict['alpha_data']:.2f} (sd {conflict['alpha_data_sd']:.2f}) conflicts "
-            f"with the prior N({pri.alpha[0]:.2f}, {pri.alpha[1]:.2f}) ({conflict['z']:.1f} sd): the interval widens "
-            f"to reach the forecast {conflict['forecast_widened']:.4g} under the prior widened to sd "
-            f"{conflict['widened_sd']:.2f}")
-    if pri.source != "default":
-        flags.append(f"prior: {pri.source}")
-    if shape_note:
-        anneal["shape"] = shape_note
-    diag["anneal"] = anneal
-    diag["flags"] = flags
-    diag["fit_seconds"] = float(time.perf_counter() - t0)
+    return anneal
+
+
+def _interval_calibration(pri: Priors, anneal_from_prior: bool, x_last: float, horizon: int,
+                          conflict: dict | None) -> dict:
+    """The interval multipliers of this fit (``calibration.py``: by regime and seen share),
+    widened on one side when the data's alpha conflicts with the prior."""
     if pri.amp is not None and pri.source == "reference":
-        calibration = reference_calibration(float(x[-1]) / horizon)
-    elif has_anneal and not identifiable:
-        calibration = prior_calibration(float(x[-1]) / horizon)
+        calibration = reference_calibration(x_last / horizon)
+    elif anneal_from_prior:
+        calibration = prior_calibration(x_last / horizon)
     else:
         calibration = CALIBRATION
     calibration = dict(calibration)
-    ext_T = calibration["k_fallback"] * math.log(horizon / float(x[-1])) if horizon > x[-1] else 0.0
+    ext_T = calibration["k_fallback"] * math.log(horizon / x_last) if horizon > x_last else 0.0
     if conflict is not None and ext_T > 0:
         # one-sided: toward the widened reading, growing with the extrapolation distance
-        # like the extrapolation term it scales (curve.interval_terms)
+        # like the extrapolation term it scales (intervals.interval_terms)
         side = "k_below" if conflict["forecast_widened"] < conflict["forecast_prior"] else "k_above"
         calibration[side] = math.hypot(calibration["k"], calibration["k_spread"] * conflict["sd"] / ext_T)
-    uncertainty = {"method": "schedule-posterior-v2", "noise_sd": window_noise(prob, x, sig, horizon),
-                   "holdout_err": math.nan,
-                   "holdout_dist": math.nan, "calibration": dict(calibration)}
-    fit = CurveFit(law, params, diag, components, uncertainty, context, float(x[0]), float(x[-1]))
-    fit.diagnostics = plain(diag, strict=True)  # JSON-safe, like every CurveFit
-    return fit
+    return calibration
