@@ -96,3 +96,47 @@ def test_no_core_module_imports_a_framework_anywhere_in_its_source():
     assert {k: v for k, v in offenders.items() if v} == {}
     # the scan itself sees imports inside functions
     assert _imported_roots(ast.parse("def f():\n    import torch.nn\n")) == {"torch"}
+
+
+def _module_name(path: Path) -> str:
+    parts = ["lightning_scaling", "core", *path.relative_to(CORE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _core_imports(path: Path, modules: set[str]) -> set[str]:
+    """The core modules ``path`` imports (relative imports resolved; ``from . import x`` of a
+    submodule counts as importing that submodule)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        target = f"{base}.{node.module}" if node.module else base
+        for alias in node.names:
+            sub = f"{target}.{alias.name}"
+            out.add(sub if sub in modules else target)
+    return out & modules
+
+
+def test_core_modules_import_each_other_one_way_only():
+    sources = {_module_name(p): p for p in CORE.rglob("*.py")}
+    graph = {m: _core_imports(p, set(sources)) for m, p in sources.items()}
+    assert "lightning_scaling.core.agnostic" in graph["lightning_scaling.core.curve"]
+    assert "lightning_scaling.core.scheduled" in graph["lightning_scaling.core.curve"]
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def cycle_from(m: str, path: list[str]) -> list[str] | None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return path + [m, n]
+            if n not in state and (found := cycle_from(n, path + [m])):
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            assert cycle_from(m, []) is None
