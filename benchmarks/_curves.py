@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_DATA = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()),
+                    REPO.parent / "shared" / "data")
+"""../shared/data next to the checkout, or next to a folder above it (a worktree in a subfolder)."""
 
 X_AXIS = {"multipower": "step", "gemstones": "tokens", "modded_nanogpt": "step"}
 """The x axis each set is benchmarked on (gemstones: tokens; the others: optimizer step)."""

@@ -302,7 +302,7 @@ def calibrate(data_dir=None, fractions=FRACTIONS, level=0.9, quantile=95.0) -> d
     from scipy import stats
 
     from lightning_scaling import fit_curve
-    from lightning_scaling.core.curve import interval_terms
+    from lightning_scaling.core.intervals import interval_terms
 
     z = stats.norm.ppf(0.5 + level / 2)
     cases = []

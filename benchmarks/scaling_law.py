@@ -16,6 +16,8 @@ Three parts, all in one run:
 
 Run:  python benchmarks/scaling_law.py [--starts 4500|1620] [--bootstrap 1000] [--json OUT]
 
+Exit status 1 when a target of part 1 or 2 is short (the last line names them), else 0.
+
 BLAS threads are pinned to 1 before numpy loads: scipy's L-BFGS-B (the reference) calls BLAS
 on 5-vectors and slows down ~10x when a multi-threaded BLAS pool competes for busy cores;
 pinning is the fair setting for the reference (ours uses BFGS and is unaffected).
@@ -225,6 +227,7 @@ def main(argv=None):
     print(f"time: ours {t_ours:.3f} s (median of {args.repeats}; all {', '.join(f'{t:.3f}' for t in times)}), "
           f"reference {t_ref:.1f} s, ratio {t_ref / t_ours:.0f}x")
     ok_fit = inside_all and rel <= 1e-6 and t_ours <= 2.0
+    targets = {"1. fit (inside intervals, objective within 1e-6 rel, <= 2 s)": ok_fit}
     print(f"target (inside intervals, objective within 1e-6 rel, <= 2 s): {'PASS' if ok_fit else 'FAIL'}")
     report["fit"] = {"ours": fit.params, "reference": ref_params, "ours_objective": ours_obj_ref_units,
                      "reference_objective": ref_obj, "relative_difference": rel,
@@ -256,6 +259,7 @@ def main(argv=None):
             print(f"{k:<7}{f'{lo:.4g}-{hi:.4g}':>24}{w:>10.4g}{f'{elo:g}-{ehi:g}':>18}{ew:>10.4g}"
                   f"{w / ew:>7.2f}{sw:>14.4g}{w / sw:>7.2f}")
         ok_boot = t_boot <= 30 and worst <= 0.3
+        targets["2. bootstrap (<= 30 s, widths within 30% of Epoch's)"] = ok_boot
         print(f"target (<= 30 s, widths within 30% of Epoch's intervals): {'PASS' if ok_boot else 'FAIL'} "
               f"(largest deviation {worst:.0%})")
         report["bootstrap"] = {"resamples": args.bootstrap, "seconds": t_boot, "widths": widths,
@@ -283,7 +287,9 @@ def main(argv=None):
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2, default=float)
         print(f"\nresults written to {args.json}")
-    return 0
+    short = [name for name, ok in targets.items() if not ok]
+    print(f"\ntargets short: {'; '.join(short)}" if short else f"\nall {len(targets)} targets met")
+    return 1 if short else 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Two parts, on the development curves with a known schedule (multipower, modded_n
 * ``--measure``: full-curve fits (default law) of every distinct curve: alpha, the share of
   the power-law part A * S1(T)**-alpha the annealing removes by T per unit of peak LR removed
   (kappa), the convex bound's reading of that share, and the amplitude's spread across the
-  schedules of one multipower recipe. They back ``ALPHA_PRIOR``, ``ANNEAL_RATIO_PRIOR`` and
+  schedules of one multipower recipe. They back ``ALPHA_PRIOR_LR_AREA``, ``ANNEAL_RATIO_PRIOR`` and
   ``REFERENCE_AMP_SD``; each is also shown measured on one set and checked on the other.
   Then, on the cases whose annealing is not identifiable yet: the kappa that makes the
   forecast hit the truth (``ANNEAL_RATIO_PRIOR``), and how it moves with alpha held fixed
@@ -24,6 +24,9 @@ Two parts, on the development curves with a known schedule (multipower, modded_n
   the other).
 
     python benchmarks/schedule_calibration.py [--measure] [--intervals]
+
+Target (``--intervals``): every stored multiplier equals the one measured now, at the two
+decimals printed; the exit status is 1 and the last line names the stale ones otherwise.
 
 Groups: a multipower run is its own group; a modded-nanogpt run's group is its record
 (ShortcutsTweaks, WindowWarmup, ValueEmbed).
@@ -44,7 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _curves import load_sets, split_case  # noqa: E402
+
 from lightning_scaling import fit_curve  # noqa: E402
+from lightning_scaling.core import calibration  # noqa: E402
+from lightning_scaling.core.intervals import interval_terms  # noqa: E402
+from lightning_scaling.core.scheduled import convex_ratio  # noqa: E402
+from lightning_scaling.core.scheduled import solver as sched_solver  # noqa: E402
 
 SETS = ("multipower", "modded_nanogpt")
 FRACTIONS = (0.1, 0.25, 0.4, 0.5)
@@ -64,8 +72,6 @@ def _weighted_quantile(values, weights, q: float) -> float:
 
 # ------------------------------------------------------------------------------ measure
 def measure(curves) -> None:
-    from lightning_scaling.core import scheduled
-
     rows, seen = [], set()
     for c in curves:
         if group_of(c) in seen or "constant" in c.run:
@@ -79,7 +85,7 @@ def measure(curves) -> None:
         removed = 1.0 - u[T]
         share = fit.diagnostics["anneal"]["share_of_power_law_part"]
         rows.append({"set": c.set, "group": group_of(c), "alpha": p["alpha"], "amp": p["C"],
-                     "kappa": share / removed, "convex": scheduled.convex_ratio(c.lr) / removed})
+                     "kappa": share / removed, "convex": convex_ratio(c.lr) / removed})
     print(f"{'curve':24s} {'alpha':>6s} {'C':>9s} {'kappa':>6s} {'convex':>6s}"
           "   (kappa, convex: per unit of LR removed)")
     for r in rows:
@@ -170,10 +176,8 @@ def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.
     of the least-squares line through (alpha, log kappa) per group and seen fraction (alphas
     where no kappa reaches the truth, at the annealing cap, left out); per recipe: median
     over groups, and leave-one-recipe-out (the other recipe's median as the slope)."""
-    from lightning_scaling.core import scheduled
-
-    saved = scheduled.ANNEAL_RATIO_ALPHA_SLOPE
-    scheduled.ANNEAL_RATIO_ALPHA_SLOPE = 0.0
+    saved = sched_solver.ANNEAL_RATIO_ALPHA_SLOPE
+    sched_solver.ANNEAL_RATIO_ALPHA_SLOPE = 0.0  # the module that reads it
     try:
         rows, done = [], set()
         for c in curves:
@@ -194,7 +198,7 @@ def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.
                 if ok.sum() >= 3:
                     rows.append((c.set, f, float(np.polyfit(np.array(alphas)[ok], np.log(ks[ok]), 1)[0])))
     finally:
-        scheduled.ANNEAL_RATIO_ALPHA_SLOPE = saved
+        sched_solver.ANNEAL_RATIO_ALPHA_SLOPE = saved
     print(f"d log(kappa) / d alpha, alpha held at {alphas[0]}..{alphas[-1]} (tilt off; "
           f"now ANNEAL_RATIO_ALPHA_SLOPE = {saved})")
     for f in fractions:
@@ -215,9 +219,6 @@ def _scores(curves, reference: bool):
     interval's scaled part that puts the truth at its edge."""
     from extrapolation import _is_reference_target, _reference_prior
 
-    from lightning_scaling.core import scheduled
-    from lightning_scaling.core.curve import interval_terms
-
     z = stats.norm.ppf(0.5 + LEVEL / 2)
     out = []
     for c in curves:
@@ -230,7 +231,7 @@ def _scores(curves, reference: bool):
             if not fit.ok:
                 continue
             T = float(c.final_step)
-            fit.uncertainty["calibration"] = dict(scheduled.INTERVAL_UNIT)  # multiplier 1
+            fit.uncertainty["calibration"] = dict(calibration.INTERVAL_UNIT)  # multiplier 1
             base, ext = (float(v) for v in interval_terms(fit, np.array(T)))
             noise = float(fit.uncertainty.get("noise_sd", 0.0))  # not scaled by the multiplier
             rest = math.sqrt(max(base * base - noise * noise, 0.0) + ext * ext)
@@ -284,26 +285,48 @@ def main(argv=None) -> int:
         measure(curves)
         implied_kappa(curves)
         alpha_slope(curves)
-    if args.intervals or not args.measure:
-        from lightning_scaling.core import scheduled
+    if args.measure and not args.intervals:
+        print("\nno targets checked (--measure prints measurements; --intervals checks the multipliers)")
+        return 0
+    short = _intervals(curves)
+    print(f"\nmultipliers short of their target (stored value != the value measured now, "
+          f"at the 2 decimals printed): {'; '.join(short)}" if short
+          else "\nall stored interval multipliers match the ones measured now (2 decimals)")
+    return 1 if short else 0
 
-        scores = _scores(curves, reference=False)
-        k = calibrate([r for r in scores if r[4] == "data"], "default priors, annealing identified or absent")
-        print(f"   -> CALIBRATION = _scaled({k:.2f}) (now k_spread {scheduled.CALIBRATION['k_spread']:.2f})")
-        table = {}
-        for f in FRACTIONS:
-            table[f] = calibrate([r for r in scores if r[4] == "prior" and r[2] == f],
-                                 f"default priors, annealing from the prior, seen {f:.2f}")
-        print(f"   -> CALIBRATION_PRIOR = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
-              f"(now {scheduled.CALIBRATION_PRIOR})")
-        pooled = calibrate([r for r in scores if r[4] == "prior"], "(for comparison: one multiplier for all seen shares)")
-        ref = _scores(curves, reference=True)
-        table = {f: calibrate([r for r in ref if r[2] == f], f"reference prior, seen {f:.2f}") for f in FRACTIONS}
-        print(f"   -> CALIBRATION_REFERENCE = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
-              f"(now {scheduled.CALIBRATION_REFERENCE})")
-        calibrate(ref, "(for comparison: one reference multiplier for all seen shares)")
-    return 0
 
+def _same(stored: float, measured: float) -> bool:
+    """The target of a stored multiplier: equal to the one measured now, at the printed 2 decimals."""
+    return f"{stored:.2f}" == f"{measured:.2f}"
+
+
+def _intervals(curves) -> list[str]:
+    """Measure the three interval multipliers and print them beside the stored ones; return the
+    names of those that differ (the stored constants are stale)."""
+    short = []
+    scores = _scores(curves, reference=False)
+    k = calibrate([r for r in scores if r[4] == "data"], "default priors, annealing identified or absent")
+    print(f"   -> CALIBRATION = scaled_calibration({k:.2f}) (now k_spread {calibration.CALIBRATION['k_spread']:.2f})")
+    if not _same(calibration.CALIBRATION["k_spread"], k):
+        short.append(f"CALIBRATION ({calibration.CALIBRATION['k_spread']:.2f} stored, {k:.2f} measured)")
+    table = {}
+    for f in FRACTIONS:
+        table[f] = calibrate([r for r in scores if r[4] == "prior" and r[2] == f],
+                             f"default priors, annealing from the prior, seen {f:.2f}")
+    print(f"   -> CALIBRATION_PRIOR = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
+          f"(now {calibration.CALIBRATION_PRIOR})")
+    short += [f"CALIBRATION_PRIOR[{f}] ({calibration.CALIBRATION_PRIOR.get(f, math.nan):.2f} stored, {k:.2f} measured)"
+              for f, k in table.items() if not _same(calibration.CALIBRATION_PRIOR.get(f, math.nan), k)]
+    calibrate([r for r in scores if r[4] == "prior"], "(for comparison: one multiplier for all seen shares)")
+    ref = _scores(curves, reference=True)
+    table = {f: calibrate([r for r in ref if r[2] == f], f"reference prior, seen {f:.2f}") for f in FRACTIONS}
+    print(f"   -> CALIBRATION_REFERENCE = {{{', '.join(f'{f}: {k:.2f}' for f, k in table.items())}}} "
+          f"(now {calibration.CALIBRATION_REFERENCE})")
+    short += [f"CALIBRATION_REFERENCE[{f}] ({calibration.CALIBRATION_REFERENCE.get(f, math.nan):.2f} stored, "
+              f"{k:.2f} measured)"
+              for f, k in table.items() if not _same(calibration.CALIBRATION_REFERENCE.get(f, math.nan), k)]
+    calibrate(ref, "(for comparison: one reference multiplier for all seen shares)")
+    return short
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ import pytest
 
 import lightning_scaling as ls
 from lightning_scaling import CurveFit, InvalidInputError, fit_curve
-from lightning_scaling.core.curve import bucket_log, clean_points, detect_warmup, prepare_points
+from lightning_scaling.core.points import bucket_log, clean_points, detect_warmup, prepare_points
 
 
 def sat(x, E=2.0, A=30.0, alpha=0.5):

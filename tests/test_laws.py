@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lightning_scaling import InvalidInputError
-from lightning_scaling.core.curve import fit_law
+from lightning_scaling.core.solver import fit_law
 from lightning_scaling.core.laws import DEFAULT_LAWS, LAWS, LR_AGNOSTIC_LAWS, Law, get_law, register_law
 
 TRUE = {

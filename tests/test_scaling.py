@@ -14,8 +14,14 @@ import pytest
 from scipy import optimize
 
 import lightning_scaling as ls
+from lightning_scaling.core.scaling import (
+    PARAM_NAMES,
+    ScalingLawFit,
+    fit_scaling_law,
+    huber_objective,
+)
+from lightning_scaling.core.scaling_solver import natural_params
 from lightning_scaling.errors import InvalidInputError
-from lightning_scaling.core.scaling import PARAM_NAMES, ScalingLawFit, fit_scaling_law, huber_objective
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "chinchilla_points.csv")
 
@@ -249,7 +255,5 @@ def test_bootstrap_survives_resamples_that_run_off():
 
 
 def test_natural_params_of_a_runaway_resample_is_inf_not_an_overflow_error():
-    from lightning_scaling.core.scaling import _natural_params
-
-    row = _natural_params([800.0, 0.0, 0.0, 0.3, 0.3], 0.0, 0.0)  # log A = 800: exp overflows
+    row = natural_params([800.0, 0.0, 0.0, 0.3, 0.3], 0.0, 0.0)  # log A = 800: exp overflows
     assert math.isinf(row[1]) and np.all(np.isfinite(row[[0, 2, 3, 4]]))

@@ -10,9 +10,10 @@ import pytest
 from test_scheduled import bound_curve, cosine, wsd
 
 import lightning_scaling as ls
-from lightning_scaling.core import scheduled
-from lightning_scaling.core.curve import interval_terms
+from lightning_scaling.core import calibration
+from lightning_scaling.core.intervals import interval_terms
 from lightning_scaling.core.laws import LAWS
+from lightning_scaling.core.scheduled import solver as sched_solver
 
 
 def _fit_at_quarter(lr, alpha, A):
@@ -28,7 +29,7 @@ def test_an_exponent_far_from_the_prior_widens_the_interval_to_hold_the_truth():
     lr = wsd(T=4000, warmup=100, decay_from=3200)
     fit, truth, T = _fit_at_quarter(lr, alpha=0.25, A=3.0)
     conflict = fit.diagnostics["alpha_conflict"]
-    assert conflict["z"] > scheduled.ALPHA_CONFLICT_Z
+    assert conflict["z"] > calibration.ALPHA_CONFLICT_Z
     assert conflict["alpha_data"] < 0.4
     assert any("conflicts with the prior" in f for f in fit.diagnostics["flags"])
     lo, hi = fit.interval(T)
@@ -66,18 +67,18 @@ def test_each_regime_gets_its_own_calibrated_multiplier():
     after = ls.fit_curve(t[t <= 3800], y[t <= 3800], lr=lr)  # most of the decay seen
     assert before.diagnostics["anneal"]["identifiable"] is False
     assert after.diagnostics["anneal"]["identifiable"] is True
-    assert before.uncertainty["calibration"]["k_spread"] == scheduled._prior_calibration(1000 / 4000)["k_spread"]
-    assert after.uncertainty["calibration"]["k_spread"] == scheduled.CALIBRATION["k_spread"]
+    assert before.uncertainty["calibration"]["k_spread"] == calibration.prior_calibration(1000 / 4000)["k_spread"]
+    assert after.uncertainty["calibration"]["k_spread"] == calibration.CALIBRATION["k_spread"]
     # the prior regime's multiplier: the measured one at each listed seen share, linear in
     # log share between them, held beyond them
-    shares = sorted(scheduled.CALIBRATION_PRIOR)
+    shares = sorted(calibration.CALIBRATION_PRIOR)
     for s in shares:
-        assert scheduled._prior_calibration(s)["k_spread"] == scheduled.CALIBRATION_PRIOR[s]
-    assert scheduled._prior_calibration(0.5 * shares[0])["k_spread"] == scheduled.CALIBRATION_PRIOR[shares[0]]
-    assert scheduled._prior_calibration(0.99)["k_spread"] == scheduled.CALIBRATION_PRIOR[shares[-1]]
+        assert calibration.prior_calibration(s)["k_spread"] == calibration.CALIBRATION_PRIOR[s]
+    assert calibration.prior_calibration(0.5 * shares[0])["k_spread"] == calibration.CALIBRATION_PRIOR[shares[0]]
+    assert calibration.prior_calibration(0.99)["k_spread"] == calibration.CALIBRATION_PRIOR[shares[-1]]
     a, b = shares[0], shares[1]
-    k_mid = scheduled._prior_calibration(math.sqrt(a * b))["k_spread"]
-    assert k_mid == pytest.approx(0.5 * (scheduled.CALIBRATION_PRIOR[a] + scheduled.CALIBRATION_PRIOR[b]))
+    k_mid = calibration.prior_calibration(math.sqrt(a * b))["k_spread"]
+    assert k_mid == pytest.approx(0.5 * (calibration.CALIBRATION_PRIOR[a] + calibration.CALIBRATION_PRIOR[b]))
 
 
 def _node_forecasts(fit, T):
@@ -99,7 +100,7 @@ def test_alpha_and_the_annealing_ratio_are_tied_so_alpha_is_not_counted_twice(mo
     seen = t <= 1600
     tied = ls.fit_curve(t[seen], y[seen], lr=lr)
     assert tied.diagnostics["anneal"]["source"] == "prior"
-    monkeypatch.setattr(scheduled, "ANNEAL_RATIO_ALPHA_SLOPE", 0.0)
+    monkeypatch.setattr(sched_solver, "ANNEAL_RATIO_ALPHA_SLOPE", 0.0)
     independent = ls.fit_curve(t[seen], y[seen], lr=lr)
     spread = {}
     for name, fit in (("tied", tied), ("independent", independent)):
@@ -115,17 +116,17 @@ def test_alpha_and_the_annealing_ratio_are_tied_so_alpha_is_not_counted_twice(mo
 def test_independent_points_count_and_slow_wiggles_do_not():
     rng = np.random.default_rng(0)
     white = rng.standard_normal(400)
-    assert scheduled._effective_n(white, 400.0) == scheduled.N_EFF_MAX
+    assert sched_solver.effective_n(white, 400.0) == calibration.N_EFF_MAX
     wiggle = np.sin(np.linspace(0, 3 * np.pi, 400)) + 0.1 * rng.standard_normal(400)
-    assert scheduled._effective_n(wiggle, 400.0) == scheduled.N_EFF_CAP
-    assert scheduled._effective_n(white[:12], 12.0) == 12.0  # too few points to tell: all of them
+    assert sched_solver.effective_n(wiggle, 400.0) == calibration.N_EFF_CAP
+    assert sched_solver.effective_n(white[:12], 12.0) == 12.0  # too few points to tell: all of them
     # bins of many steps each: the bins' independence is what counts
-    assert scheduled._effective_n(white[:40], 800.0) > 100
+    assert sched_solver.effective_n(white[:40], 800.0) > 100
 
 
 def _unit_sd(fit, T):
     """The interval's sd at T at multiplier 1 (what the calibration scales)."""
-    fit.uncertainty["calibration"] = dict(scheduled.INTERVAL_UNIT)
+    fit.uncertainty["calibration"] = dict(calibration.INTERVAL_UNIT)
     base, ext = (float(v) for v in interval_terms(fit, np.array(float(T))))
     return math.hypot(base, ext)
 
@@ -140,12 +141,12 @@ def test_a_prior_regime_interval_tightens_as_independent_data_accrue(monkeypatch
         seen = t <= share * 3000
         fit = ls.fit_curve(t[seen], y[seen], lr=lr)
         assert fit.diagnostics["anneal"]["source"] == "prior"
-        assert fit.diagnostics["n_eff"] > 2 * scheduled.N_EFF_CAP  # bins of independent steps
+        assert fit.diagnostics["n_eff"] > 2 * calibration.N_EFF_CAP  # bins of independent steps
         lo, hi = fit.interval(3000)
         assert lo < truth < hi
         sds.append(_unit_sd(fit, 3000))
     assert sds[0] > sds[1] > sds[2]
-    # counting at most N_EFF_CAP of those points (the rule before 2026-11-29) leaves L0 and A loose
-    monkeypatch.setattr(scheduled, "N_EFF_MAX", scheduled.N_EFF_CAP)
+    # counting at most N_EFF_CAP of those points leaves L0 and A loose
+    monkeypatch.setattr(sched_solver, "N_EFF_MAX", calibration.N_EFF_CAP)
     capped = ls.fit_curve(t[seen], y[seen], lr=lr)
     assert _unit_sd(capped, 3000) > 1.1 * sds[2]

@@ -1,13 +1,16 @@
 """The fitting core: numpy and scipy only (no torch, no Lightning, not even inside a function).
 
 - ``laws``: functional forms of a single loss curve and their registry.
-- ``curve``: ``fit_curve`` and ``CurveFit`` (single-run fits, held-out model choice, intervals).
-- ``schedule``: features of an LR schedule; ``scheduled``: schedule-aware fits.
+- ``curve``: ``fit_curve`` (the entry point) and ``CurveFit`` (``curvefit``); the LR-agnostic
+  fit (``agnostic``) is built from ``points`` (preparation, warm-up), ``solver`` (robust
+  variable projection), ``holdout`` (model choice) and ``intervals``.
+- ``scheduled``: schedule-aware fits (``fit_curve(..., lr=lr)``); ``schedule``: features of
+  an LR schedule.
+- ``calibration``: every tuned constant of the forecaster.
 - ``scaling``: multi-run laws L(N, D) and compute-optimal allocation.
-- ``compute``: steps <-> cumulative compute.
+- ``compute``: steps <-> cumulative compute; ``stats``: robust noise scales; ``plain``: JSON.
 """
 
-from . import scheduled as _scheduled  # noqa: F401  registers the schedule-aware laws (from_dict)
 from .curve import CurveFit, fit_curve
 from .scaling import ScalingLawFit, fit_scaling_law
 

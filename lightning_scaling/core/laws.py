@@ -7,7 +7,7 @@ linear combination of basis columns whose shape depends on a few nonlinear param
 
 e.g. the saturating power law ``E + A x^-alpha`` has linear coefficients (E, A), basis
 columns (1, x^-alpha) and one nonlinear parameter alpha. That structure is what lets the
-fitter (``curve.fit_law``) solve the linear coefficients exactly for every trial theta
+fitter (``solver.fit_law``) solve the linear coefficients exactly for every trial theta
 (variable projection) and search only over theta.
 
 Units. The fitter works on ``xn = x / x_scale`` (x_scale = the last fitted x), so that a law
@@ -16,7 +16,7 @@ normalised solution into parameters in the caller's units (what ``CurveFit.param
 and ``Law.evaluate(x, params, context)`` evaluates in the caller's units.
 
 ``context`` is a dict (or None) of per-run side information a law may depend on; the
-schedule-aware laws (``lightning_scaling.scheduled``) read the learning rate at every step
+schedule-aware laws (``lightning_scaling.core.scheduled``) read the learning rate at every step
 from ``context["lr"]`` (x is then the optimizer step). The LR-agnostic laws here ignore it.
 Anything kept in a context must be JSON-safe (plain lists of floats), because a
 ``CurveFit`` stores it in ``to_dict()``.
@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InvalidInputError
+from .calibration import ALPHA_PRIOR_LR_AGNOSTIC
 
 Context = "dict[str, Any] | None"
 
@@ -88,21 +89,6 @@ class Law:
 
 LAWS: dict[str, Law] = {}
 
-ALPHA_PRIOR = (0.5, 0.1)
-"""Default Gaussian prior (mean, sd) on the exponent alpha of the saturating power laws.
-
-Past the warm-up, single-run loss curves of language models at constant LR fall as
-x^-alpha with alpha near 0.5: Tissue et al. 2024 fit alpha ~ 0.5 in L0 + A S1^-alpha (S1 = LR
-area, proportional to the step at constant LR), and full-curve fits of that law to every
-development curve in ../shared/data give 0.42-0.63 (lightning_scaling.scheduled uses the same
-prior). Short curves cannot tell E and alpha apart (E drifts to 0, alpha to ~0.15 and the
-forecast falls too far); the prior decides then and gives way to long curves. Chosen from
-those measurements, then checked on the benchmark (sd 0.25 instead: gemstones errors
-0.71/0.35/0.19% at 10/25/50% instead of 0.62/0.32/0.18%, all sets pooled 3.1/1.4/1.4%
-instead of 1.5/0.7/1.3%): it was not tuned to the benchmark beyond that one comparison.
-"""
-
-
 def register_law(law: Law, *, replace: bool = False) -> Law:
     """Add ``law`` to the registry (``replace=True`` to overwrite an existing name)."""
     if law.name in LAWS and not replace:
@@ -157,7 +143,7 @@ register_law(
         basis=_sat_basis,
         to_params=_sat_params,
         asymptote=lambda p: p["E"],
-        default_prior={"alpha": ALPHA_PRIOR},
+        default_prior={"alpha": ALPHA_PRIOR_LR_AGNOSTIC},
     )
 )
 
@@ -237,7 +223,7 @@ register_law(
         basis=_shift_basis,
         to_params=_shift_params,
         asymptote=lambda p: p["E"],
-        default_prior={"alpha": ALPHA_PRIOR},
+        default_prior={"alpha": ALPHA_PRIOR_LR_AGNOSTIC},
     )
 )
 
@@ -275,7 +261,7 @@ register_law(
         basis=_mmf_basis,
         to_params=_mmf_params,
         asymptote=lambda p: p["E"],
-        default_prior={"alpha": ALPHA_PRIOR},
+        default_prior={"alpha": ALPHA_PRIOR_LR_AGNOSTIC},
     )
 )
 
