@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.scaling import _optimal
+from ..core.scaling import compute_optimal_allocation
 
 
 def scaling_law_figure(fit, N, D, loss, *, budgets=(), level: float = 0.9, n_curves: int = 6):
@@ -71,7 +71,7 @@ def scaling_law_figure(fit, N, D, loss, *, budgets=(), level: float = 0.9, n_cur
     ax2.plot(cs, d_opt, color="C1", label="D_opt (tokens)")
     if fit.bootstrap_params is not None and len(fit.bootstrap_params):
 
-        nb, db = _optimal(np.asarray(fit.bootstrap_params, float), cs)
+        nb, db = compute_optimal_allocation(np.asarray(fit.bootstrap_params, float), cs)
         q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
         for vals, color in ((nb, "C0"), (db, "C1")):
             lo, hi = np.nanpercentile(vals, q, axis=0)

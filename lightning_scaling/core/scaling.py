@@ -331,7 +331,6 @@ def compute_optimal_allocation(P: np.ndarray, C: np.ndarray):
     return n_opt, d_opt
 
 
-_optimal = compute_optimal_allocation  # the name other packages import until they move to the public one
 
 
 def fit_scaling_law(N, D, loss, huber_delta: float = 1e-3, bootstrap: int = 0, *,
