@@ -208,7 +208,8 @@ def alpha_slope(curves, fractions=(0.25, 0.4, 0.5), alphas=(0.45, 0.475, 0.5, 0.
         for st, m in med.items():
             bs = np.array([b for s2, f2, b in rows if s2 == st and f2 == f])
             other = [v for o, v in med.items() if o != st]
-            loro = f", other recipe's {other[0]:.1f} off by rms {np.sqrt(np.mean((bs - other[0]) ** 2)):.1f}" if other else ""
+            rms = np.sqrt(np.mean((bs - other[0]) ** 2)) if other else 0.0
+            loro = f", other recipe's {other[0]:.1f} off by rms {rms:.1f}" if other else ""
             parts.append(f"{st} {m:.1f} ({bs.size} groups, {bs.min():.1f}-{bs.max():.1f}{loro})")
         print(f"   seen {f:.2f}: " + "; ".join(parts))
 

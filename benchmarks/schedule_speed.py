@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     res.update(fit_timings(args.repeat))
     res.update(long_schedule_timings(max(3, args.repeat // 2)))
     res.update(simulation_timings(max(3, args.repeat // 2)))
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; medians of {args.repeat} runs")
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; "
+          f"medians of {args.repeat} runs")
     for k, v in res.items():
         if k.endswith("_ms") or "_ms[" in k or "_extrapolated[" in k:
             print(f"  {k:70s} {v:9.1f} ms")

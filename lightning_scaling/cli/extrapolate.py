@@ -78,8 +78,8 @@ def run(args) -> int:
                           "level": args.level})
 
     if args.plot:
-
-        fig = extrapolate_figure(fit, x, y, at=at, level=args.level, x_label=args.x if unit == args.x else f"{args.x} ({unit})",
+        x_label = args.x if unit == args.x else f"{args.x} ({unit})"
+        fig = extrapolate_figure(fit, x, y, at=at, level=args.level, x_label=x_label,
                                  loss_label=args.loss, title=str(args.file))
         try:
             fig.savefig(args.plot)
