@@ -39,6 +39,7 @@ from ..monitor.monitoring import (
     make_forecast,
 )
 from ..core.plain import plain
+from ..monitor.config import StopConfig
 
 log = logging.getLogger(__name__)
 
@@ -724,16 +725,14 @@ class _MonitorLogic:
         last = self.divergence.last_event
         behind_msg = self._last_behind_message if self.trend.behind else None
         local, reason = evaluate_stopping_criteria(
+            StopConfig(forecast_above=self.stop_if_forecast_above, behind_trend=self.stop_when_behind_trend,
+                       divergence=self.stop_on_divergence, min_fraction=self.min_fraction,
+                       forecast_patience=max(1, self.forecast_patience)),
             step=int(trainer.global_step),
             planned_steps=self.planned_steps,
-            min_fraction=self.min_fraction,
-            stop_if_forecast_above=self.stop_if_forecast_above,
-            recent_forecasts=[f for f in self._forecasts[-self.forecast_patience:]],
-            forecast_patience=self.forecast_patience,
-            stop_when_behind_trend=self.stop_when_behind_trend,
+            recent_forecasts=self._forecasts[-self.forecast_patience:],
             behind=self.trend.behind,
             behind_message=behind_msg,
-            stop_on_divergence=self.stop_on_divergence,
             diverged=self.divergence.diverged,
             divergence_message=None if last is None else last.message(),
         )
