@@ -76,6 +76,15 @@ class TrendConfig:
         if not (_number(self.level) and 0 < self.level < 1):
             raise InvalidInputError(f"level must be in (0, 1), got {self.level!r}")
 
+    def size(self, detector: Any, planned_steps: float | None, per_step: bool) -> None:
+        """Size a ``TrendDetector``'s window and patience once the run's length is known (the
+        automatic ones where ``smoothing`` / ``patience`` are None); ``per_step``: one
+        observation per optimizer step (not a metric logged now and then)."""
+        if self.smoothing is None:
+            detector.set_window(self.auto_window(planned_steps, per_step))
+        if self.patience is None:
+            detector.patience = self.auto_patience(planned_steps, per_step, detector.window)
+
     def auto_window(self, planned_steps: float | None, per_step: bool) -> int:
         """The smoothing window when ``smoothing`` is None (``per_step``: one observation per step)."""
         auto = round(0.025 * planned_steps) if per_step and planned_steps is not None else 5
@@ -190,11 +199,11 @@ def apply_legacy_options(
     ``DeprecationWarning`` naming its new spelling). ``stop_if_forecast_above`` and
     ``refit_every`` are kept shorthands for ``StopConfig.forecast_above`` and
     ``RefitConfig.every`` (no warning). A setting given twice (old and new spelling, or a
-    shorthand and its configuration field) is an InvalidInputError, as is an unknown name.
+    shorthand and its configuration field) is an InvalidInputError; an unknown name a TypeError.
     """
     unknown = sorted(set(options) - set(LEGACY_OPTIONS))
-    if unknown:
-        raise InvalidInputError(f"ScalingLawMonitor got unexpected keyword argument(s) {', '.join(unknown)}")
+    if unknown:  # as Python itself says it
+        raise TypeError(f"ScalingLawMonitor.__init__() got an unexpected keyword argument {unknown[0]!r}")
     given = {"trend": trend, "stop": stop, "refit": refit}
     changes: dict[str, dict[str, Any]] = {"trend": {}, "stop": {}, "refit": {}}
     for name, value in options.items():

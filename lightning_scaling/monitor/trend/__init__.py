@@ -40,10 +40,10 @@ Four pure parts over explicit state, composed by the thin stateful ``TrendDetect
 """
 
 from .detector import TrendDetector
-from .noise import DISTANCE_MIN, NoiseCalibration, log_distance
-from .window import TrendEvent, Window, WindowStatistic, threshold
 from .drift import DriftCusum
+from .noise import DISTANCE_MIN, NoiseCalibration, log_distance
 from .selection import abrupt_drops, choose_reference, lr_changed, settled, tabulate
+from .window import TrendEvent, Window, WindowStatistic, threshold
 
 __all__ = [
     "DISTANCE_MIN",

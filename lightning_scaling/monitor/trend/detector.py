@@ -13,23 +13,21 @@ from ...core.plain import plain
 from ...errors import InvalidInputError
 from .drift import DriftCusum
 from .noise import NoiseCalibration, log_distance
-from .selection import abrupt_drops, band_means, choose_reference, lr_changed, tabulate
+from .selection import abrupt_drops, choose_reference, lr_changed, tabulate, within_band
 from .window import TrendEvent, Window, threshold
 
 
 class TrendDetector:
     """Is the run falling behind the trend forecast before its newest observations?
 
-    Each finite observation is checked against a reference fit made from data that ended at
-    least ``lag`` steps before it (``selection``): the window test (``window``) compares the
-    smoothed loss with the reference's band, with a threshold that grows with the measured
-    noise (``noise``); the drift CUSUM (``drift``) catches slow drifts. ``patience`` positive
-    checks in a row start an episode, reported once as a ``TrendEvent``. While checks are
-    positive the reference is frozen, so a newer fit cannot absorb the shift being tested;
-    an episode ends after ``patience`` negative checks against it, or ``patience`` checks in a
-    row within the band of the newest eligible fit (the shift has become the run's trend, or
-    the frozen fit was wrong); for an episode the CUSUM started, within that fit's band plus
-    ``drift_level``. After an episode the CUSUM waits for a reference made from data after it.
+    Each finite observation is checked against a reference fit whose data ended at least
+    ``lag`` steps earlier (``selection``): the window test (``window``) compares the smoothed
+    loss with the reference's band, with a threshold that grows with the measured noise
+    (``noise``); the drift CUSUM (``drift``) catches slow drifts. ``patience`` positive checks
+    in a row start an episode, reported once as a ``TrendEvent``. While checks are positive
+    the reference is frozen, so a newer fit cannot absorb the shift being tested; an episode
+    ends after ``patience`` negative checks, or ``patience`` checks in a row within the band
+    of the newest eligible fit (plus ``drift_level`` for an episode the CUSUM started).
 
     Args:
         patience: consecutive positive checks before an episode starts.
@@ -37,16 +35,14 @@ class TrendDetector:
         min_excess: relative margin (0.015 = 1.5% of the expected loss).
         level: the band level.
         z: noise scales allowed above the expected loss.
-        lag: the reference fit's data must end at least this many optimizer steps before the
+        lag: the reference's data must end at least this many optimizer steps before the
             observation (settable while running: ``detector.lag = ...``).
-        min_calibration: noise samples needed before the first positive check (at least
-            ``2 * window`` in any case).
-        schedule: the LR at every optimizer step (optional; ``selection`` says how it is used).
-        lr_change: the relative LR change that counts as a change of the schedule.
+        min_calibration: noise samples needed before the first positive check (and ``2 * window``).
+        schedule: the LR at every optimizer step (optional); ``lr_change``: the relative change
+            of the LR that counts (``selection`` says how both are used).
         drift_level: smallest mean relative excess over the held fit's band for the drift
-            CUSUM to fire (0.01 = 1%); None turns the drift CUSUM off.
-        drift_floor: smallest allowance and per-observation threshold of the CUSUM (relative).
-        drift_quantile: the quantile of the absolute noise samples that scales the CUSUM.
+            CUSUM to fire (0.01 = 1%; None: no CUSUM); ``drift_floor``: its smallest allowance
+            (relative); ``drift_quantile``: the quantile of the noise samples that scales it.
     """
 
     def __init__(
@@ -69,7 +65,8 @@ class TrendDetector:
         if not 0 < level < 1:
             raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
         if not 0 < drift_quantile <= 1 or not drift_floor > 0:
-            raise InvalidInputError(f"drift_quantile must be in (0, 1] and drift_floor > 0, got {drift_quantile!r}, {drift_floor!r}")
+            raise InvalidInputError(f"drift_quantile must be in (0, 1] and drift_floor > 0, got {drift_quantile!r}, "
+                                    f"{drift_floor!r}")
         self.patience = int(patience)
         self.window = int(window)
         self.min_excess = float(min_excess)
@@ -203,10 +200,10 @@ class TrendDetector:
         self.last_excess_relative = stat.excess - limit if calibrated else 0.0
         if self._recovers(step, threshold_of):
             return None
+        current = (self.reference_step, self.reference, self.reference_axis, self._grid)
         drifting = (calibrated and not self.behind and self.drift.on and (self.reference_step or 0) >= self.drift.rearm
-                    and self.drift.check(int(step), x, float(loss), mean, hi, reference=self._reference_entry(),
-                                         lr_changed=self._lr_changed, noise_quantile=self.noise.abs_quantile,
-                                         band_level=self.level))
+                    and self.drift.check(int(step), x, float(loss), mean, hi, reference=current, band_level=self.level,
+                                         lr_changed=self._lr_changed, noise_quantile=self.noise.abs_quantile))
         if drifting:
             return self._drift_episode(step, limit)
         if not calibrated or self.behind or (self.reference_step or 0) < self.drift.rearm:
@@ -236,9 +233,6 @@ class TrendDetector:
             self.since_step = None
         return None
 
-    def _reference_entry(self) -> tuple:
-        return (self.reference_step, self.reference, self.reference_axis, self._grid)
-
     def _recovers(self, step: int, threshold_of: Callable[[float], float]) -> bool:
         """While frozen: ``patience`` checks in a row within the newest eligible fit's band end
         the episode, and that fit becomes the reference."""
@@ -247,7 +241,8 @@ class TrendDetector:
             return False
         drift_level = self.drift.level
         within = (lambda band: band + drift_level) if self.drift.episode else threshold_of
-        self._recovered = self._recovered + 1 if self._within_fresh(within) else 0
+        inside = within_band(self._fresh, self.reference_axis, self.observations, self.level, within)
+        self._recovered = self._recovered + 1 if inside else 0
         if self._recovered < self.patience:
             return False
         self.count, self.behind, self.since_step, self._recovered = 0, False, None, 0
@@ -255,17 +250,6 @@ class TrendDetector:
         self.noise.holding.clear()
         self._adopt(self._fresh)
         return True
-
-    def _within_fresh(self, threshold_of: Callable[[float], float]) -> bool:
-        _step, fit, axis, table = self._fresh
-        if axis != self.reference_axis:
-            return False
-        xs = np.array([o[1] for o in self.observations.obs])
-        expected, hi_mean = band_means(fit, table, xs, self.level)
-        if not (math.isfinite(expected) and expected != 0):
-            return False
-        excess = self.observations.sums[0] / len(self.observations) / expected - 1.0
-        return excess <= threshold_of(hi_mean / expected - 1.0)
 
     def _drift_episode(self, step: int, limit: float) -> TrendEvent:
         """The drift CUSUM fired: the episode is judged against the fit it held, from before the drift."""
@@ -286,8 +270,8 @@ class TrendDetector:
         self.behind = True
         self.noise.holding.clear()
         self.episodes += 1
-        return TrendEvent(step=int(step), since_step=int(since), smoothed_loss=smoothed, threshold=expected * (1 + limit),
-                          expected=expected, excess=smoothed - hi_mean, excess_relative=smoothed / expected - 1.0,
+        return TrendEvent(step=int(step), since_step=int(since), smoothed_loss=smoothed,
+                          threshold=expected * (1 + limit), expected=expected, excess=smoothed - hi_mean, excess_relative=smoothed / expected - 1.0,
                           reference_step=int(self.reference_step or 0), level=self.level)
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -300,7 +284,7 @@ class TrendDetector:
             "fits": [[int(e[0]), plain(e[1].to_dict()), e[2]] for e in self._fits if e[1] is not self.reference][-16:],
             "window": int(self.window),
             "lag": float(self.lag),
-            "obs": [list(map(float, o)) for o in self.observations.obs],
+            "obs": self.observations.state_dict(),
             **self.noise.state_dict(),
             "count": int(self.count),
             "since_step": self.since_step,
@@ -320,9 +304,7 @@ class TrendDetector:
         self._fits = deque(sorted(fits, key=lambda t: t[0]), maxlen=64)
         self.window = int(state.get("window", self.window))
         self.lag = float(state.get("lag", self.lag))
-        self.observations = Window(self.window)
-        self.observations.obs.extend(list(map(float, o)) for o in state.get("obs", []))
-        self.observations.resum()
+        self.observations = Window(self.window, state.get("obs", []))
         self.noise.load_state_dict(state, self.window)
         self._grid = None
         self._dirty = True

@@ -23,7 +23,7 @@ extrapolates that transient. Fits are entries ``(data step, fit, x axis, band ta
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -96,11 +96,28 @@ def tabulate(fit: Any, table: Any, x: float, level: float) -> tuple[float, float
     into the fit's interval machinery every step.
     """
     if table is None or not (table[0][0] <= x <= table[0][-1]):
-        xs = float(x) * np.logspace(0.0, math.log10(2.0), TABLE_POINTS) if x > 0 else np.linspace(x, x + 1.0, TABLE_POINTS)
+        if x > 0:
+            xs = float(x) * np.logspace(0.0, math.log10(2.0), TABLE_POINTS)
+        else:
+            xs = np.linspace(x, x + 1.0, TABLE_POINTS)
         mean = np.atleast_1d(np.asarray(fit.predict(xs), dtype=float))
         hi = np.atleast_1d(np.asarray(fit.interval(xs, level=level)[1], dtype=float))
         table = (xs, mean, np.where(np.isfinite(hi), hi, mean))
     return float(np.interp(x, table[0], table[1])), float(np.interp(x, table[0], table[2])), table
+
+
+def within_band(entry: tuple, axis: str, window: Any, level: float, threshold_of: Callable[[float], float]) -> bool:
+    """Is the smoothed loss of ``window`` (a ``Window``) within the band of the fit ``entry``
+    (on ``axis``): its relative excess at most ``threshold_of(relative band)``?"""
+    _step, fit, fit_axis, table = entry
+    if fit_axis != axis:
+        return False
+    xs = np.array([o[1] for o in window.obs])
+    expected, hi_mean = band_means(fit, table, xs, level)
+    if not (math.isfinite(expected) and expected != 0):
+        return False
+    excess = window.sums[0] / len(window) / expected - 1.0
+    return excess <= threshold_of(hi_mean / expected - 1.0)
 
 
 def band_means(fit: Any, table: Any, xs: np.ndarray, level: float) -> tuple[float, float]:

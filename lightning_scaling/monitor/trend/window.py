@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 
 @dataclass
@@ -65,9 +65,10 @@ def threshold(band: float, *, min_excess: float, z: float, scale: float, calibra
 class Window:
     """The last ``size`` observations ``[step, x, loss, expected, band_hi]`` and their running sums."""
 
-    def __init__(self, size: int):
-        self.obs: deque[list[float]] = deque(maxlen=int(size))
+    def __init__(self, size: int, obs: Iterable[Iterable[float]] = ()):
+        self.obs: deque[list[float]] = deque((list(map(float, o)) for o in obs), maxlen=int(size))
         self.sums = [0.0, 0.0, 0.0]  # of loss, expected loss, band upper end
+        self.resum()
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -83,6 +84,9 @@ class Window:
     def clear(self) -> None:
         self.obs.clear()
         self.resum()
+
+    def state_dict(self) -> list[list[float]]:
+        return [list(map(float, o)) for o in self.obs]
 
     def resum(self) -> None:
         self.sums = [math.fsum(o[2] for o in self.obs), math.fsum(o[3] for o in self.obs),
