@@ -29,6 +29,10 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
 
     Kept as a tensor (Lightning hands it over detached): turning it into a float would wait
     for the device; the monitor converts a batch of them at once.
+
+    >>> from collections import UserDict
+    >>> loss_of(torch.tensor(2.5)), loss_of(UserDict(loss=torch.tensor([1.5]))), loss_of({"n": 3})
+    (tensor(2.5000), tensor([1.5000]), None)
     """
     loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
     if loss is None or not hasattr(loss, "detach") or loss.numel() != 1:
@@ -37,7 +41,11 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
 
 
 def to_floats(values: list) -> list[float]:
-    """Floats from a mix of scalar tensors and numbers, with one device sync for the tensors."""
+    """Floats from a mix of scalar tensors and numbers, with one device sync for the tensors.
+
+    >>> to_floats([torch.tensor(1.5), 2, torch.tensor([0.25])])
+    [1.5, 2.0, 0.25]
+    """
     tensors = [(i, v) for i, v in enumerate(values) if hasattr(v, "detach")]
     out = [float(v) if not hasattr(v, "detach") else math.nan for v in values]
     if len(tensors) == 1:

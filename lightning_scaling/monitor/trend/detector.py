@@ -190,19 +190,21 @@ class TrendDetector:
         if stat is None:
             return None
         distance = log_distance(self.observations.middle(step), self.reference_step)
-        scale = self.noise_scale() * distance
-        calibrated = len(self.noise) >= max(self.min_calibration, 2 * self.window)
+        scale = self.noise.scale() * distance
+        calibrated = len(self.noise.samples) >= max(self.min_calibration, 2 * self.window)
 
         def threshold_of(band: float) -> float:
             return threshold(band, min_excess=self.min_excess, z=self.z, scale=scale, calibrated=calibrated)
 
         limit = threshold_of(stat.band)
         self.last_excess_relative = stat.excess - limit if calibrated else 0.0
-        if self._recovers(step, threshold_of):
+        if self._fresh is None or not self.frozen:
+            self._recovered = 0
+        elif self._recovers(step, threshold_of):
             return None
-        current = (self.reference_step, self.reference, self.reference_axis, self._grid)
         drifting = (calibrated and not self.behind and self.drift.on and (self.reference_step or 0) >= self.drift.rearm
-                    and self.drift.check(int(step), x, float(loss), mean, hi, reference=current, band_level=self.level,
+                    and self.drift.check(int(step), x, float(loss), mean, hi, band_level=self.level,
+                                         reference=(self.reference_step, self.reference, self.reference_axis, self._grid),
                                          lr_changed=self._lr_changed, noise_quantile=self.noise.abs_quantile))
         if drifting:
             return self._drift_episode(step, limit)
@@ -236,9 +238,6 @@ class TrendDetector:
     def _recovers(self, step: int, threshold_of: Callable[[float], float]) -> bool:
         """While frozen: ``patience`` checks in a row within the newest eligible fit's band end
         the episode, and that fit becomes the reference."""
-        if not (self.frozen and self._fresh is not None):
-            self._recovered = 0
-            return False
         drift_level = self.drift.level
         within = (lambda band: band + drift_level) if self.drift.episode else threshold_of
         inside = within_band(self._fresh, self.reference_axis, self.observations, self.level, within)

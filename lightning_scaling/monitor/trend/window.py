@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 
 @dataclass
@@ -46,8 +46,7 @@ class TrendEvent:
         )
 
 
-@dataclass(frozen=True)
-class WindowStatistic:
+class WindowStatistic(NamedTuple):
     """Means over the window (loss units) and the relative excess and band."""
 
     smoothed: float  # mean loss
@@ -93,7 +92,7 @@ class Window:
                      math.fsum(o[4] for o in self.obs)]
 
     def push(self, step: int, x: float, loss: float, expected: float, band_hi: float) -> None:
-        if self.full:
+        if len(self.obs) == self.obs.maxlen:
             old = self.obs[0]
             self.sums[0] -= old[2]
             self.sums[1] -= old[3]
