@@ -23,9 +23,7 @@ import argparse
 import io
 import json
 import logging
-import math
 import os
-import pickle
 import sys
 import time
 import warnings

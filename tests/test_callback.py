@@ -223,13 +223,17 @@ class LogsItsLoss(Regression):
         return loss
 
 
-@pytest.mark.parametrize("accumulate, every", [(1, 7), (2, 3)])
-def test_scaling_metrics_are_logged_at_the_steps_lightning_writes(tmp_path, accumulate, every):
+@pytest.mark.parametrize("make, accumulate, every", [
+    (LogsItsLoss, 1, 7),
+    (LogsItsLoss, 2, 3),  # an optimizer step every second batch
+    (lambda: Manual(returns_loss=True, logs_loss=True), 1, 5),  # manual optimization: every batch counts
+])
+def test_scaling_metrics_are_logged_at_the_steps_lightning_writes(tmp_path, make, accumulate, every):
     mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False), write_summary=False)
     logger = CSVLogger(tmp_path, name="run")
     trainer = pl.Trainer(max_steps=70, accumulate_grad_batches=accumulate, log_every_n_steps=every, callbacks=[mon],
                          logger=logger, **FAST)  # 64 batches an epoch: the logged steps cross an epoch's end
-    trainer.fit(LogsItsLoss())
+    trainer.fit(make())
     rows = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
     written = {int(r["step"]) for r in rows if r.get("train_loss")}
     ours = {int(r["step"]) for r in rows if r.get("scaling/flops")}

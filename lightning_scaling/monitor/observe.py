@@ -19,8 +19,8 @@ them here, and reports the events that come back.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .config import TrendConfig
 from .divergence import DivergenceDetector, DivergenceEvent

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MIN_REFIT_SPACING = 0.05
 """A refit runs whatever the overhead budget once the last one is this share of the run old."""

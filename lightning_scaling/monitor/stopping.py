@@ -15,8 +15,9 @@ False
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any
 
 from .config import StopConfig
 

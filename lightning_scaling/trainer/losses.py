@@ -9,8 +9,8 @@ stay tensors until a batch of observations is converted at once (one device sync
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -34,7 +34,7 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
     >>> loss_of(torch.tensor(2.5)), loss_of(UserDict(loss=torch.tensor([1.5]))), loss_of({"n": 3})
     (tensor(2.5000), tensor([1.5000]), None)
     """
-    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    loss = outputs.get("loss") if isinstance(outputs, dict) or isinstance(outputs, Mapping) else outputs
     if loss is None or not hasattr(loss, "detach") or loss.numel() != 1:
         return None
     return loss.detach()

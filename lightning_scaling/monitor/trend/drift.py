@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ...core.plain import plain
 from .noise import log_distance

@@ -23,7 +23,8 @@ extrapolates that transient. Fits are entries ``(data step, fit, x axis, band ta
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
