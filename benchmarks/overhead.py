@@ -11,6 +11,7 @@ Prints: the ratio of time per step (monitored / plain; target <= 1.01), the wors
 step of the monitored runs against the plain runs' median step (target: no refit stalls a
 step by more than 50 ms; the plain runs' own worst step is printed as the noise floor), the
 refits done, and the history size (after the run, and after 1,000,000 synthetic steps).
+Exits with status 1 when a target is short (the verdict line says which).
 
     python benchmarks/overhead.py                  # 3 pairs of 400-step runs
     python benchmarks/overhead.py --pairs 5 --steps 600 --json out.json
@@ -22,9 +23,7 @@ import argparse
 import io
 import json
 import logging
-import math
 import os
-import pickle
 import sys
 import time
 import warnings
@@ -114,10 +113,11 @@ class TimedMonitor(ScalingLawMonitor):
         self.refit_cpu: list[float] = []
 
     def _poll_refit(self, trainer, pl_module):
-        before = self._runner.cpu_seconds
+        runner = self.refit_scheduler.runner
+        before = runner.cpu_seconds
         super()._poll_refit(trainer, pl_module)
-        if self._runner.cpu_seconds > before:
-            self.refit_cpu.append(self._runner.cpu_seconds - before)
+        if runner.cpu_seconds > before:
+            self.refit_cpu.append(runner.cpu_seconds - before)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         c0, w0 = time.thread_time(), time.perf_counter()
@@ -179,6 +179,26 @@ def history_after_a_million_steps() -> tuple[int, int]:
     return len(h), buf.tell()
 
 
+RATIO_TARGET = 1.01  # time per step, monitored / plain
+STALL_TARGET_MS = 50.0  # worst single step over the plain runs' median
+HISTORY_POINTS_TARGET = 4096
+HISTORY_BYTES_TARGET = 1_000_000
+
+
+def short_targets(out: dict) -> list[str]:
+    """The printed targets the measurements miss."""
+    short = []
+    if out["time_per_step_ratio"] > RATIO_TARGET:
+        short.append(f"time per step ratio {out['time_per_step_ratio']:.4f} > {RATIO_TARGET}")
+    if out["worst_stall_ms"] > STALL_TARGET_MS:
+        short.append(f"worst stall {out['worst_stall_ms']:.1f} ms > {STALL_TARGET_MS:.0f} ms")
+    if out["history_points_after_1e6_steps"] > HISTORY_POINTS_TARGET:
+        short.append(f"history {out['history_points_after_1e6_steps']} points > {HISTORY_POINTS_TARGET}")
+    if out["history_state_bytes_after_1e6_steps"] >= HISTORY_BYTES_TARGET:
+        short.append(f"history state {out['history_state_bytes_after_1e6_steps']} bytes >= 1 MB")
+    return short
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=3, help="plain/monitored run pairs (alternating)")
@@ -217,7 +237,7 @@ def main(argv=None) -> int:
     worst_plain = float(max(a.max() for a in p))
     # steps right after a refit started or where the monitor did a flush + refit bookkeeping
     refits = [len(mon.forecasts) for mon in monitors]
-    refit_cpu = [mon._runner.cpu_seconds for mon in monitors]
+    refit_cpu = [mon.refit_scheduler.runner.cpu_seconds for mon in monitors]
     train_seconds = [float(b.sum()) for b in m]
     hist_points = [len(mon.history) for mon in monitors]
     million_points, million_bytes = history_after_a_million_steps()
@@ -273,10 +293,12 @@ def main(argv=None) -> int:
     print(f"history: {hist_points} stored points after {args.steps} steps; {million_points} points and "
           f"{million_bytes / 1e3:.0f} kB of state after 1,000,000 steps   target <= 4096 points, < 1 MB")
     print(f"FLOPs source: {out['flops_source']}")
+    short = short_targets(out)
+    print("verdict: every target met" if not short else "verdict: SHORT: " + "; ".join(short))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
-    return 0
+    return 1 if short else 0
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def run_study(args: dict) -> dict:
     import pytorch_lightning as pl
 
     from lightning_scaling import ScalingLawMonitor
+    from lightning_scaling.monitor import RefitConfig
     from lightning_scaling.trainer.pruning import ForecastPruning
     from lightning_scaling.trainer.replay import ReplayModule
 
@@ -89,7 +90,7 @@ def run_study(args: dict) -> dict:
             stride=stride, final_step=curve.final_step,
             tokens_per_step=float(curve.info["tokens_per_step"]) if curve.info.get("tokens_per_step") else None,
         )
-        monitor = ScalingLawMonitor(x_axis=curve.x_axis, refit_every=args["refit_every"], background=False,
+        monitor = ScalingLawMonitor(x_axis=curve.x_axis, refit=RefitConfig(every=args["refit_every"], background=False),
                                     write_summary=False, log_metrics=False)
         pruning = ForecastPruning(trial, monitor, value=mode, min_fraction=args["min_fraction"],
                                   smoothing=args["smoothing"])

@@ -16,6 +16,7 @@ For every curve of ../shared/data (49 runs), a ``ReplayModule`` replays the reco
 The true final loss is the README's: the mean measured loss over the last 1% of steps.
 Fractions are of the replayed trainer steps (one trainer step stands for ``stride`` recorded
 steps; see lightning_scaling/replay.py). Refits every 2% of the run, inline (deterministic).
+The last line is the verdict; the exit status is 1 when a target is short.
 
     python benchmarks/replay.py                 # everything, 2 processes
     python benchmarks/replay.py --sets gemstones --trials 1 --jobs 1
@@ -64,6 +65,7 @@ def run_one(curve, *, perturb=None, stop_target=None, refit_fraction=0.02, x_axi
 
     from lightning_scaling import ScalingLawMonitor
     from lightning_scaling.errors import BehindTrendWarning
+    from lightning_scaling.monitor import RefitConfig
     from lightning_scaling.trainer.replay import ReplayModule
 
     info = curve.info
@@ -78,8 +80,7 @@ def run_one(curve, *, perturb=None, stop_target=None, refit_fraction=0.02, x_axi
     )
     mon = ScalingLawMonitor(
         x_axis=x_axis or curve.x_axis,
-        refit_every=max(1, int(round(refit_fraction * module.n_steps))),
-        background=False,
+        refit=RefitConfig(every=max(1, int(round(refit_fraction * module.n_steps))), background=False),
         stop_if_forecast_above=stop_target,
         write_summary=False,
         log_metrics=False,
@@ -196,6 +197,23 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+def short_targets(s: dict, parts) -> list[str]:
+    """The printed targets a summary misses (a part that did not run has none)."""
+    short = []
+    if s["forecast_at_25"] < s["curves"]:
+        short.append(f"forecast at 25% on {s['forecast_at_25']}/{s['curves']} curves (every curve)")
+    if s["clean_behind_warnings"] > 0:
+        short.append(f"{s['clean_behind_warnings']} behind-trend warnings on clean curves (target 0)")
+    for key, cases, need, what in (("fault_detected_within_5pct", "fault_cases", 0.9, "faults caught within 5%"),
+                                   ("drift_detected_within_10pct", "drift_cases", 0.9, "drifts caught within 10%"),
+                                   ("stop_below_before_40pct", "curves", 0.8, "stops before 40%")):
+        if s[cases] and (key != "stop_below_before_40pct" or "stop" in parts) and s[key] < need * s[cases]:
+            short.append(f"{what}: {s[key]}/{s[cases]} ({100 * s[key] / s[cases]:.0f}% < {100 * need:.0f}%)")
+    if s["stop_above_stopped"] > 0:
+        short.append(f"{s['stop_above_stopped']} runs stopped with the target above their final loss (target 0)")
+    return short
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="folder holding curves/ (default ../shared/data)")
@@ -239,7 +257,7 @@ def main(argv=None) -> int:
     s = summarize(rows)
     s["seconds"] = round(time.perf_counter() - t0, 1)
     print()
-    print(f"forecast at 25% exists:          {s['forecast_at_25']}/{s['curves']} curves")
+    print(f"forecast at 25% exists:          {s['forecast_at_25']}/{s['curves']} curves   target: every curve")
     print(f"  |error| at 25% median / p90:   {100 * (s['median_rel_error_at_25'] or 0):.2f}% / "
           f"{100 * (s['p90_rel_error_at_25'] or 0):.2f}% of the true final loss; interval holds truth "
           f"{s['interval_holds_truth_at_25']}/{s['curves']}")
@@ -254,10 +272,12 @@ def main(argv=None) -> int:
           f"({100 * s['stop_below_before_40pct'] / max(1, s['curves']):.0f}%)   target >= 80%")
     print(f"stop, target 2% above truth:     {s['stop_above_stopped']}/{s['curves']} stopped   target 0")
     print(f"wall time {s['seconds']} s")
+    short = short_targets(s, args.parts)
+    print("verdict: every target met" if not short else "verdict: SHORT: " + "; ".join(short))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"summary": s, "rows": rows}, fh, indent=1)
-    return 0
+    return 1 if short else 0
 
 
 if __name__ == "__main__":

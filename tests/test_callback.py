@@ -1,7 +1,11 @@
 """ScalingLawMonitor in real (tiny) Trainer runs, pytorch_lightning namespace."""
 
+import collections
+import csv
 import json
 import math
+import pickle
+import threading
 import warnings
 
 import pytest
@@ -14,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning_scaling as ls
 from lightning_scaling import ScalingLawMonitor
 from lightning_scaling.errors import InvalidInputError
+from lightning_scaling.monitor import RefitConfig, StopConfig, StopReason, TrendConfig
 
 FAST = dict(enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
             num_sanity_val_steps=0, accelerator="cpu", devices=1)
@@ -56,12 +61,12 @@ def test_zero_configuration_refits_in_the_background_and_ends_with_a_fit_of_the_
     mon = ScalingLawMonitor()
     trainer = pl.Trainer(max_steps=150, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
     trainer.fit(Regression())
-    assert mon._runner.background and mon.forecasts and mon.forecast.step == 150
+    assert mon.refit_scheduler.runner.background and mon.forecasts and mon.forecast.step == 150
     assert (tmp_path / "scaling_summary.json").exists()
 
 
 def test_forecasts_logs_and_the_run_summary(tmp_path):
-    mon = ScalingLawMonitor(background=False)  # inline refits: what is logged when is deterministic
+    mon = ScalingLawMonitor(refit=RefitConfig(background=False))  # inline refits: what is logged when is deterministic
     logger = CSVLogger(tmp_path, name="run")
     trainer = pl.Trainer(max_steps=120, callbacks=[mon], logger=logger, log_every_n_steps=10, **FAST)
     trainer.fit(Regression())
@@ -94,7 +99,7 @@ def test_forecasts_logs_and_the_run_summary(tmp_path):
 
 
 def test_gradient_accumulation_records_the_mean_of_each_optimizer_steps_micro_batches(tmp_path):
-    mon = ScalingLawMonitor(background=False, refit_every=5)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=5, background=False))
     model = Regression(output="dict")
     trainer = pl.Trainer(max_steps=12, accumulate_grad_batches=4, callbacks=[mon], logger=False,
                          default_root_dir=tmp_path, **FAST)
@@ -125,8 +130,8 @@ class TwoLoaders(Regression):
 
 
 def test_multiple_dataloaders_and_a_monitored_validation_metric(tmp_path):
-    zero = ScalingLawMonitor(background=False, refit_every=10)
-    val = ScalingLawMonitor("val_loss/dataloader_idx_1", background=False, refit_every=10)
+    zero = ScalingLawMonitor(refit=RefitConfig(every=10, background=False))
+    val = ScalingLawMonitor("val_loss/dataloader_idx_1", refit=RefitConfig(every=10, background=False))
     trainer = pl.Trainer(max_steps=60, val_check_interval=6, callbacks=[zero, val], logger=False,
                          default_root_dir=tmp_path, **FAST)
     trainer.fit(TwoLoaders())
@@ -159,7 +164,7 @@ class Manual(Regression):
 
 @pytest.mark.parametrize("returns_loss, logs_loss", [(True, False), (False, True)])
 def test_manual_optimisation(tmp_path, returns_loss, logs_loss):
-    mon = ScalingLawMonitor(background=False, refit_every=10)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False))
     model = Manual(returns_loss, logs_loss)
     trainer = pl.Trainer(max_steps=40, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
     trainer.fit(model)
@@ -167,6 +172,22 @@ def test_manual_optimisation(tmp_path, returns_loss, logs_loss):
     assert [p[4] for p in mon.history.last(40)] == pytest.approx(model.losses, rel=1e-6)
     assert mon.summary()["loss_name"] == ("training_step loss" if returns_loss else "train_loss")
     assert mon.forecast is not None
+
+
+class ManualMapping(Manual):
+    """Returns its loss in a Mapping that is not a dict (Lightning's manual loop hands it on as it is)."""
+
+    def training_step(self, batch, batch_idx):
+        return collections.UserDict({"loss": super().training_step(batch, batch_idx), "n": len(batch[0])})
+
+
+def test_a_loss_in_a_mapping_that_is_not_a_dict_is_read(tmp_path):
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False), write_summary=False)
+    model = ManualMapping(returns_loss=True, logs_loss=False)
+    trainer = pl.Trainer(max_steps=60, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    trainer.fit(model)  # before the fix: "found no loss to follow" after 50 steps
+    assert mon.history.n_observed == 60 and mon.loss_name == "training_step loss"
+    assert [p[4] for p in mon.history.last(60)] == pytest.approx(model.losses, rel=1e-6)
 
 
 def test_a_module_that_logs_no_loss_gets_one_clear_error_naming_the_fix(tmp_path):
@@ -195,6 +216,43 @@ def test_fast_dev_run_does_nothing(tmp_path):
     assert not list(tmp_path.rglob("scaling_summary.json"))
 
 
+class LogsItsLoss(Regression):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+
+@pytest.mark.parametrize("make, accumulate, every", [
+    (LogsItsLoss, 1, 7),
+    (LogsItsLoss, 2, 3),  # an optimizer step every second batch
+    (lambda: Manual(returns_loss=True, logs_loss=True), 1, 5),  # manual optimization: every batch counts
+])
+def test_scaling_metrics_are_logged_at_the_steps_lightning_writes(tmp_path, make, accumulate, every):
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False), write_summary=False)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(max_steps=70, accumulate_grad_batches=accumulate, log_every_n_steps=every, callbacks=[mon],
+                         logger=logger, **FAST)  # 64 batches an epoch: the logged steps cross an epoch's end
+    trainer.fit(make())
+    rows = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
+    written = {int(r["step"]) for r in rows if r.get("train_loss")}
+    ours = {int(r["step"]) for r in rows if r.get("scaling/flops")}
+    assert ours == written and len(written) >= 70 // every - 1  # the module's loss and ours, in the same rows
+    assert {int(r["step"]) for r in rows if r.get("scaling/forecast_final_loss")} <= written
+
+
+def test_the_monitor_pickles_for_ddp_spawn_even_with_its_refit_thread_busy(tmp_path):
+    mon = ScalingLawMonitor()  # background refits: a thread, a lock and a condition inside
+    runner = mon.refit_scheduler.runner
+    gate = threading.Event()
+    assert runner.submit(gate.wait) and runner.busy
+    copy = pickle.loads(pickle.dumps(mon))  # what ddp_spawn does to the callbacks before it starts the workers
+    gate.set()
+    assert copy.refit_scheduler.runner.background and not copy.refit_scheduler.runner.busy
+    pl.Trainer(max_steps=40, callbacks=[copy], logger=False, default_root_dir=tmp_path, **FAST).fit(Regression())
+    assert copy.history.n_observed == 40 and copy.forecast.step == 40 and copy.refit_scheduler.refits > 0
+
+
 class Diverging(Regression):
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
@@ -202,7 +260,7 @@ class Diverging(Regression):
 
 
 def test_nan_losses_warn_and_stop_on_divergence(tmp_path):
-    mon = ScalingLawMonitor(background=False, refit_every=8, stop_on_divergence=True)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=8, background=False), stop=StopConfig(divergence=True))
     trainer = pl.Trainer(max_steps=200, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
     with pytest.warns(ls.DivergenceWarning, match="the loss is nan at step 31"):
         trainer.fit(Diverging())
@@ -220,7 +278,7 @@ def test_a_refit_that_raises_is_a_warning_and_training_goes_on(tmp_path, monkeyp
         raise RuntimeError("solver exploded")
 
     monkeypatch.setattr(curve, "fit_curve", broken)
-    mon = ScalingLawMonitor(background=False, refit_every=10)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False))
     trainer = pl.Trainer(max_steps=30, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
     with pytest.warns(ls.FitFailedWarning, match="solver exploded"):
         trainer.fit(Regression())
@@ -253,7 +311,7 @@ class BrokenSink:
 
 def test_sinks_are_called_and_a_failing_sink_is_only_a_warning(tmp_path):
     good = RecordingSink()
-    mon = ScalingLawMonitor(background=False, refit_every=10, sinks=[BrokenSink()])
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False), sinks=[BrokenSink()])
     mon.add_sink(good)
     trainer = pl.Trainer(max_steps=40, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
     with pytest.warns(ls.ScalingWarning, match="BrokenSink.on_refit raised ValueError: sink bug"):
@@ -286,7 +344,7 @@ class TinyLM(pl.LightningModule):
 
 
 def test_a_token_model_counts_tokens_and_flops_and_forecasts_on_the_flops_axis(tmp_path):
-    mon = ScalingLawMonitor(x_axis="flops", background=False, refit_every=10, target_loss=1.0)
+    mon = ScalingLawMonitor(x_axis="flops", refit=RefitConfig(every=10, background=False), target_loss=1.0)
     trainer = pl.Trainer(max_steps=50, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
     trainer.fit(TinyLM())
     assert mon.compute.tokens == 50 * 4 * 12
@@ -301,16 +359,79 @@ def test_a_token_model_counts_tokens_and_flops_and_forecasts_on_the_flops_axis(t
     assert mon.summary()["n_params"] == 16 * 16 + 16 + 16 * 32 + 32
 
 
-def test_bad_options_are_one_clear_error():
-    with pytest.raises(InvalidInputError, match="x_axis"):
-        ScalingLawMonitor(x_axis="epochs")
-    with pytest.raises(InvalidInputError, match="level"):
-        ScalingLawMonitor(level=1.5)
-    with pytest.raises(InvalidInputError, match="refit_every"):
-        ScalingLawMonitor(refit_every=0)
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(x_axis="epochs"), "x_axis"),
+    (dict(level=1.5), "level"),
+    (dict(refit_every=0), "refit_every"),
+    (dict(target_loss=-1.0), "target_loss"),
+    (dict(target_loss=math.nan), "target_loss"),
+    (dict(stop_if_forecast_above=-3.0), "stop_if_forecast_above"),
+    (dict(total_steps=0), "total_steps"),
+    (dict(monitor=3), "monitor"),
+    (dict(sinks=object()), "sinks"),
+    (dict(write_summary="yes"), "write_summary"),
+    (dict(flops_per_batch=-1.0), "flops_per_batch"),
+    (dict(reference=[1.0, 2.0]), "reference must be"),
+    (dict(stop=StopConfig(worse_than_reference=True)), "needs reference="),
+    (dict(trend=StopConfig()), "trend= must be a TrendConfig"),
+    (dict(stop_if_forecast_above=3.0, stop=StopConfig(forecast_above=2.0)), "both given"),
+    (dict(patience=3, trend=TrendConfig(smoothing=10)), "both given"),
+])
+def test_bad_options_are_one_clear_error(kwargs, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(InvalidInputError, match=match):
+            ScalingLawMonitor(**kwargs)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: TrendConfig(min_excess=-1.0), "min_excess"),
+    (lambda: TrendConfig(min_excess=math.nan), "min_excess"),
+    (lambda: TrendConfig(patience=0), "patience"),
+    (lambda: TrendConfig(lag=1.0), "lag"),
+    (lambda: StopConfig(forecast_patience=0), "forecast_patience"),
+    (lambda: StopConfig(forecast_patience=-1), "forecast_patience"),
+    (lambda: StopConfig(min_fraction=1.5), "min_fraction"),
+    (lambda: StopConfig(behind_trend="yes"), "behind_trend"),
+    (lambda: RefitConfig(max_overhead=0.0), "max_overhead"),
+    # the old flat spellings reach the same checks
+    (lambda: ScalingLawMonitor(min_excess=-1.0), "min_excess"),
+    (lambda: ScalingLawMonitor(min_excess=math.nan), "min_excess"),
+    (lambda: ScalingLawMonitor(forecast_patience=0), "forecast_patience"),
+    (lambda: ScalingLawMonitor(forecast_patience=-1), "forecast_patience"),
+])
+def test_bad_rules_are_one_clear_error(make, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(InvalidInputError, match=match):
+            make()
+
+
+def test_the_old_flat_options_map_onto_the_configs_and_warn_with_the_new_spelling():
+    with pytest.warns(DeprecationWarning) as caught:
+        mon = ScalingLawMonitor(patience=4, smoothing=20, min_excess=0.02, trend_lag=0.1, trend_after=0.2,
+                                trend_level=0.6, stop_when_behind_trend=True, stop_on_divergence=True,
+                                min_fraction=0.3, forecast_patience=3, max_overhead=0.05, background=False,
+                                reference=2.0, stop_if_worse_than_reference=True)
+    messages = [str(w.message) for w in caught if w.category is DeprecationWarning]
+    assert len(messages) == 13 and all(w.filename == __file__ for w in caught)
+    assert ("ScalingLawMonitor(stop_when_behind_trend=...) is deprecated; use stop=StopConfig(behind_trend=...)"
+            in messages)
+    assert "ScalingLawMonitor(trend_after=...) is deprecated; use trend=TrendConfig(start=...)" in messages
+    assert mon.trend_config == TrendConfig(smoothing=20, patience=4, min_excess=0.02, lag=0.1, start=0.2, level=0.6)
+    assert mon.stop_config == StopConfig(behind_trend=True, divergence=True, worse_than_reference=True,
+                                         min_fraction=0.3, forecast_patience=3)
+    assert mon.refit_config == RefitConfig(max_overhead=0.05, background=False)
+    assert (mon.trend.window, mon.trend.patience, mon.trend.level) == (20, 4, 0.6)
+    assert mon.stops.reference_check.patience == 3
+    # the common shorthands stay silent, and so do the new spellings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ScalingLawMonitor(stop_if_forecast_above=3.0, stop_when_behind_trend=True)
+        mon = ScalingLawMonitor(stop_if_forecast_above=3.0, refit_every=7, stop=StopConfig(behind_trend=True))
+    assert mon.stop_config == StopConfig(forecast_above=3.0, behind_trend=True) and mon.refit_config.every == 7
+    assert mon.target_loss == 3.0 and mon.stop_reason is StopReason.NOT_STOPPED and not mon.stop_reason
+    with pytest.raises(TypeError, match="unexpected keyword argument 'stop_if_forecast_abov'"):
+        ScalingLawMonitor(stop_if_forecast_abov=3.0)
 
 
 class Stream(torch.utils.data.IterableDataset):
@@ -328,7 +449,7 @@ class Streaming(Regression):
 
 
 def test_an_unknown_end_forecasts_only_at_the_target_loss(tmp_path):
-    mon = ScalingLawMonitor(background=False, refit_every=25, target_loss=0.12, stop_if_forecast_above=0.1)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=25, background=False), target_loss=0.12, stop_if_forecast_above=0.1)
     trainer = pl.Trainer(max_epochs=1, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
     with pytest.warns(ls.ScalingWarning, match="stop_if_forecast_above needs the planned end"):
         trainer.fit(Streaming())

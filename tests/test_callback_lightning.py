@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 import lightning_scaling as ls  # noqa: E402
 from lightning_scaling.lightning import ReplayModule, ScalingLawMonitor  # noqa: E402
+from lightning_scaling.monitor import RefitConfig  # noqa: E402
 
 CURVE = Path(__file__).parent / "data" / "replay" / "multipower_25M_wsd_20000_24000.csv"
 
@@ -43,7 +44,7 @@ def test_the_twin_is_a_lightning_pytorch_callback_and_works_with_zero_configurat
     assert isinstance(ScalingLawMonitor(), L.Callback)
     assert not isinstance(ScalingLawMonitor(), pytorch_lightning.Callback)
     assert isinstance(ls.ScalingLawMonitor(), pytorch_lightning.Callback)
-    mon = ScalingLawMonitor(background=False)
+    mon = ScalingLawMonitor(refit=RefitConfig(background=False))
     trainer = L.Trainer(max_steps=60, callbacks=[mon], default_root_dir=tmp_path, **FAST)
     trainer.fit(Regression())
     assert mon.history.n_observed == 60 and mon.forecast is not None and mon.forecast.target_step == 60
@@ -54,7 +55,8 @@ def test_the_twin_is_a_lightning_pytorch_callback_and_works_with_zero_configurat
 def test_the_replay_twin_and_a_stop_in_the_lightning_namespace(tmp_path):
     module = ReplayModule(CURVE)
     assert isinstance(module, L.LightningModule)
-    mon = ScalingLawMonitor(stop_if_forecast_above=2.5, refit_every=5, background=False, write_summary=False)
+    mon = ScalingLawMonitor(stop_if_forecast_above=2.5, refit=RefitConfig(every=5, background=False),
+                            write_summary=False)
     trainer = L.Trainer(max_steps=module.n_steps, callbacks=[mon], default_root_dir=tmp_path, **FAST)
     trainer.fit(module)
     assert trainer.global_step == mon.stopped_step < module.n_steps

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_scaling import ScalingLawMonitor
+from lightning_scaling.monitor import RefitConfig
 from lightning_scaling.trainer.replay import ReplayModule
 
 CURVE = Path(__file__).parent / "data" / "replay" / "multipower_25M_wsd_20000_24000.csv"
@@ -29,7 +30,7 @@ class Probe(pl.Callback):
 
 
 def monitor(**kw):
-    return ScalingLawMonitor(background=False, refit_every=5, write_summary=False, **kw)
+    return ScalingLawMonitor(refit=RefitConfig(every=5, background=False), write_summary=False, **kw)
 
 
 def test_stop_save_resume_gives_the_same_forecast_at_the_stop_step(tmp_path):

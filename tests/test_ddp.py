@@ -1,86 +1,159 @@
 """DDP on CPU (gloo, 2 processes): stop decisions reach every rank at the same step.
 
-The assertions run inside the workers (a spawned worker's trainer is not the parent's); a
-failed assertion there fails the test through the spawn launcher.
+Starting the processes costs most of the time, so one two-process job (``strategy="ddp"``,
+both ranks started here) runs four fits in a row and reports what each rank saw: a stop on
+rank zero's forecast, a stop on a reference, a stop on a divergence only rank 1 sees, and
+Optuna pruning with the trial on rank zero only. (That the monitor survives the pickling of
+``ddp_spawn`` is checked in tests/test_callback.py, without processes.)
 """
 
 import json
-from datetime import timedelta
-from pathlib import Path
+import os
+import socket
+import subprocess
+import sys
+import textwrap
 
 import pytest
-import pytorch_lightning as pl
-import torch
 import torch.distributed as dist
-from pytorch_lightning.strategies import DDPStrategy
-
-from lightning_scaling import ScalingLawMonitor
-from lightning_scaling.trainer.replay import ReplayModule
 
 import lightning_scaling as ls
 
 # measured at every trainer step (Lightning cannot skip a step under DDP)
-CURVE = Path(ls.__file__).parent / "data" / "gemstones_256x23.csv"
+CURVE = os.path.join(os.path.dirname(ls.__file__), "data", "gemstones_256x23.csv")
+STEPS = 100  # of the synthetic curve of the shared job
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
+SCRIPT = textwrap.dedent("""
+    import json, os, sys, warnings
+    import numpy as np, pytorch_lightning as pl
+    import lightning_scaling, lightning_scaling.trainer.callback, lightning_scaling.trainer.pruning
+    optuna_imported_by_us = "optuna" in sys.modules  # optuna stays optional: only a trial imports it
+    import optuna
+    import torch.distributed as dist
+    from lightning_scaling import ScalingLawMonitor
+    from lightning_scaling.monitor import RefitConfig, StopConfig
+    from lightning_scaling.trainer.pruning import ForecastPruning
+    from lightning_scaling.trainer.replay import ReplayModule
 
-class RankDiverges(ReplayModule):
-    """Rank 1's loss turns NaN from step 60 on; rank 0's stays finite."""
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rank = int(os.environ["LOCAL_RANK"])
+    steps, out_dir, db, curve_csv = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    s = np.arange(0, steps + 1, dtype=float)  # L = 2 + 3 s^-0.5 with 0.3% noise: ends at 2.3
+    loss = (2.0 + 3.0 * np.maximum(s, 1) ** -0.5) * (1 + 0.003 * np.random.default_rng(0).standard_normal(s.size))
+    loss[0] = np.nan
+    curve = {"step": s, "tokens": s * 1000.0, "loss": loss}
+    kw = dict(accelerator="cpu", devices=2, strategy="ddp", use_distributed_sampler=False, logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    refit = RefitConfig(every=10, background=False)
+    out = {"optuna_imported_by_lightning_scaling": optuna_imported_by_us}
 
-    def training_step(self, batch, batch_idx):
-        loss = super().training_step(batch, batch_idx)
-        if loss is not None and self.global_rank == 1 and self.global_step >= 60:
-            loss = loss * float("nan")
-        return loss
+    def report(mon, trainer):
+        return {"step": trainer.global_step, "stopped_step": mon.stopped_step, "reason": mon.stopped_reason,
+                "kind": mon.stop_reason.name, "forecasts": len(mon.forecasts)}
 
-
-class CheckInWorker(pl.Callback):
-    def __init__(self, out: str, expect: str):
-        self.out, self.expect = out, expect
-
-    def on_train_end(self, trainer, pl_module):
-        mon = next(c for c in trainer.callbacks if isinstance(c, ScalingLawMonitor))
-        steps = trainer.strategy.all_gather(torch.tensor(trainer.global_step))  # every rank reaches it
-        assert trainer.world_size == 2
-        assert bool((steps == steps[0]).all()), f"ranks ended at different steps: {steps.tolist()}"
-        assert mon.stopped_step == trainer.global_step < pl_module.n_steps
-        assert mon.stopped_reason is not None and mon.stopped_reason.startswith(self.expect), mon.stopped_reason
-        if self.expect == "forecast above target":
-            # only rank 0 fits: rank 1 stopped on rank 0's forecast
-            assert (mon.forecast is None) == (trainer.global_rank == 1)
-        Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps(
-            {"step": trainer.global_step, "reason": mon.stopped_reason, "forecasts": len(mon.forecasts)}))
-
-
-@pytest.mark.parametrize("case", ["forecast", "divergence_on_rank_1"])
-def test_a_stop_ends_both_ranks_at_the_same_step(tmp_path, case):
-    if case == "forecast":
-        module, expect = ReplayModule(CURVE), "forecast above target"
-        mon = ScalingLawMonitor(stop_if_forecast_above=3.0, refit_every=5, background=False)
-    else:
-        module, expect = RankDiverges(CURVE), "divergence"
-        mon = ScalingLawMonitor(stop_on_divergence=True, refit_every=5, background=False)
-    trainer = pl.Trainer(
-        strategy=DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(seconds=120)),
-        accelerator="cpu",
-        devices=2,
-        max_steps=module.n_steps,
-        use_distributed_sampler=False,  # both ranks replay the same curve
-        callbacks=[mon, CheckInWorker(str(tmp_path), expect)],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-    )
+    # 1. a stop on rank zero's forecast (only rank zero refits); rank 0 writes the run summary
+    module = ReplayModule(curve_csv)
+    mon = ScalingLawMonitor(stop_if_forecast_above=3.0, refit=RefitConfig(every=5, background=False))
+    trainer = pl.Trainer(callbacks=[mon], max_steps=module.n_steps, default_root_dir=out_dir, **kw)
     trainer.fit(module)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["step"] == ranks[1]["step"] < module.n_steps
-    assert ranks[0]["reason"] == ranks[1]["reason"]  # rank 0's reason, broadcast
-    if case == "forecast":
-        assert ranks[0]["forecasts"] > 0 and ranks[1]["forecasts"] == 0
-    else:
-        assert "nan" in ranks[0]["reason"]  # rank 0 saw no NaN: the reason came from rank 1
+    out["forecast"] = dict(report(mon, trainer), n_steps=module.n_steps)
+
+    # 2. a stop on a reference: the verdict is made on rank zero, where the forecasts are
+    mon = ScalingLawMonitor(refit=refit, write_summary=False, log_metrics=False, reference=2.0,
+                            stop=StopConfig(worse_than_reference=True))
+    trainer = pl.Trainer(callbacks=[mon], max_steps=steps, **kw)
+    trainer.fit(ReplayModule(curve))
+    out["reference"] = report(mon, trainer)
+
+    # 3. a stop on a divergence rank 1 alone sees (its loss turns NaN from step 36, past min_fraction)
+    class RankDiverges(ReplayModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if self.global_rank == 1 and self.global_step >= 36 else loss
+
+    mon = ScalingLawMonitor(refit=refit, write_summary=False, log_metrics=False, stop=StopConfig(divergence=True))
+    trainer = pl.Trainer(callbacks=[mon], max_steps=steps, **kw)
+    trainer.fit(RankDiverges(curve))
+    out["divergence"] = report(mon, trainer)
+
+    # 4. pruning (last: TrialPruned ends rank 0's fit with an exception); the trial lives on rank 0 only
+    # (SQLite storage, one finished trial to compare with)
+    trial = None
+    if rank == 0:
+        study = optuna.create_study(storage="sqlite:///" + db,
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=30))
+        study.add_trial(optuna.trial.create_trial(value=1.9, intermediate_values={s: 1.9 for s in range(10, 201, 10)}))
+        trial = study.ask()
+    mon = ScalingLawMonitor(refit=refit, write_summary=False, log_metrics=False)
+    pruning = ForecastPruning(trial, mon)
+    trainer = pl.Trainer(callbacks=[mon, pruning], max_steps=steps, **kw)
+    try:
+        trainer.fit(ReplayModule(curve))
+        raised = False
+    except optuna.TrialPruned:
+        raised = True
+    out["prune"] = [trainer.global_step, pruning.pruned_step, raised, len(pruning.reports)]
+
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump(out, fh)
+    # a gloo process group left to the interpreter's exit aborts it now and then
+    # ("terminate called without an active exception", exit status 134) after the work is done
+    if dist.is_initialized():
+        dist.destroy_process_group()
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_stops_and_pruning_reach_every_rank_at_the_same_step(tmp_path):
+    """One ``strategy="ddp"`` job, both ranks started here, four fits in a row (see SCRIPT)."""
+    script = tmp_path / "ddp_run.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2",
+               NODE_RANK="0", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    args = [sys.executable, str(script), str(STEPS), str(tmp_path), str(tmp_path / "study.db"), str(CURVE)]
+    procs = [subprocess.Popen(args, env=dict(env, LOCAL_RANK=str(r), RANK=str(r)), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    try:
+        logs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+
+    # 1. forecast stop: only rank 0 fits; rank 1 stopped on its forecast, with its reason (broadcast)
+    f0, f1 = r0["forecast"], r1["forecast"]
+    assert f0["step"] == f1["step"] == f0["stopped_step"] == f1["stopped_step"] < f0["n_steps"]
+    assert f0["reason"] == f1["reason"] and f0["reason"].startswith("forecast above target")
+    assert f0["kind"] == f1["kind"] == "FORECAST_ABOVE"
+    assert f0["forecasts"] > 0 and f1["forecasts"] == 0
     summary = json.loads((tmp_path / "scaling_summary.json").read_text())  # written by rank 0 only
-    assert summary["stopped_reason"] == ranks[0]["reason"]
+    assert summary["stopped_reason"] == f0["reason"]
+
+    # 2. reference stop: the verdict is made on rank 0 (it has the forecasts), past min_fraction
+    a, b = r0["reference"], r1["reference"]
+    assert a["forecasts"] > 0 and b["forecasts"] == 0
+    assert a["step"] == b["step"] == a["stopped_step"] == b["stopped_step"] and 0.2 * STEPS <= a["step"] < STEPS
+    assert a["reason"].startswith("worse than reference") and b["reason"] == a["reason"]
+    assert a["kind"] == b["kind"] == "WORSE_THAN_REFERENCE"
+
+    # 3. divergence on rank 1 only: any rank's decision stops all; rank 0 takes rank 1's reason
+    a, b = r0["divergence"], r1["divergence"]
+    assert a["step"] == b["step"] == a["stopped_step"] == b["stopped_step"] and 36 <= a["step"] < STEPS
+    assert a["reason"] == b["reason"] and a["reason"].startswith("divergence")
+    assert a["kind"] == b["kind"] == "DIVERGENCE"
+
+    # 4. pruning: reported on rank 0 only, pruned on both at the same step, TrialPruned raised where the trial is
+    assert r0["optuna_imported_by_lightning_scaling"] is False  # checked here, where a fresh process is paid for
+    assert r0["prune"][0] == r1["prune"][0] == r0["prune"][1] == r1["prune"][1] and 30 <= r0["prune"][0] < STEPS
+    assert r0["prune"][2] is True and r1["prune"][2] is False
+    assert r0["prune"][3] > 0 and r1["prune"][3] == 0

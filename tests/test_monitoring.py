@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 
 import lightning_scaling as ls
-from lightning_scaling.monitor.monitoring import (
-    DivergenceDetector,
-    Forecast,
-    RefitRunner,
-    TrendDetector,
-    evaluate_stopping_criteria,
-    make_forecast,
-    robust_noise,
-)
+from lightning_scaling.core.stats import difference_noise
+from lightning_scaling.monitor.config import StopConfig
+from lightning_scaling.monitor.divergence import DivergenceDetector
+from lightning_scaling.monitor.forecast import Forecast, make_forecast
+from lightning_scaling.monitor.refit import RefitRunner
+from lightning_scaling.monitor.stopping import StopReason, evaluate_stopping_criteria
+from lightning_scaling.monitor.trend import TrendDetector
 
 
 def curve(steps, rng, noise=0.004):
@@ -145,7 +143,7 @@ def test_the_drift_cusum_state_survives_a_checkpoint():
     fits = refits(steps, loss, n // 50)
     det = monitor_like(n)
     stream(det, loss, steps[n // 20: start + 150], fits)
-    assert det._drift_sum > 0 and det._drift_ref[1] is not det.reference  # mid-accumulation, on a held fit
+    assert det.drift.sum > 0 and det.drift.held[1] is not det.reference  # mid-accumulation, on a held fit
     state = det.state_dict()
     assert state == json.loads(json.dumps(state))  # plain Python
     resumed = monitor_like(n)
@@ -185,10 +183,10 @@ def test_divergence_non_finite_and_spikes():
     assert d2.diverged
 
 
-def test_robust_noise_ignores_the_trend():
+def test_difference_noise_ignores_the_trend():
     rng = np.random.default_rng(0)
     x = np.linspace(0, 10, 500) + 0.1 * rng.standard_normal(500)
-    assert robust_noise(x) == pytest.approx(0.1, rel=0.2)
+    assert difference_noise(x) == pytest.approx(0.1, rel=0.2)
 
 
 def forecast(lower, final=None):
@@ -197,31 +195,35 @@ def forecast(lower, final=None):
 
 
 @pytest.mark.parametrize(
-    "kwargs, expected",
+    "rules, state, expected",
     [
-        ({}, (False, None)),
-        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.1), forecast(2.2)]}, True),
-        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(1.9), forecast(2.2)]}, False),
-        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.2)]}, False),  # patience 2
-        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.1), forecast(2.2)], "step": 10}, False),
-        ({"stop_if_forecast_above": 2.0, "recent_forecasts": [forecast(2.1), forecast(2.2)],
-          "planned_steps": None}, False),
-        ({"stop_when_behind_trend": True, "behind": True}, True),
-        ({"stop_on_divergence": True, "diverged": True, "step": 10, "planned_steps": None}, True),
-        ({"stop_on_divergence": False, "diverged": True}, False),
+        ({}, {}, StopReason.NOT_STOPPED),
+        ({"forecast_above": 2.0}, {"recent_forecasts": [forecast(2.1), forecast(2.2)]}, StopReason.FORECAST_ABOVE),
+        ({"forecast_above": 2.0}, {"recent_forecasts": [forecast(1.9), forecast(2.2)]}, StopReason.NOT_STOPPED),
+        ({"forecast_above": 2.0}, {"recent_forecasts": [forecast(2.2)]}, StopReason.NOT_STOPPED),  # patience 2
+        ({"forecast_above": 2.0, "forecast_patience": 1}, {"recent_forecasts": [forecast(2.2)]},
+         StopReason.FORECAST_ABOVE),
+        ({"forecast_above": 2.0}, {"recent_forecasts": [forecast(2.1), forecast(2.2)], "step": 10},
+         StopReason.NOT_STOPPED),  # before min_fraction
+        ({"forecast_above": 2.0}, {"recent_forecasts": [forecast(2.1), forecast(2.2)], "planned_steps": None},
+         StopReason.NOT_STOPPED),  # no planned end: no forecast at the end
+        ({"behind_trend": True}, {"behind": True}, StopReason.BEHIND_TREND),
+        ({"divergence": True}, {"diverged": True, "step": 10, "planned_steps": None}, StopReason.DIVERGENCE),
+        ({"divergence": False}, {"diverged": True}, StopReason.NOT_STOPPED),
+        ({"divergence": True, "behind_trend": True}, {"diverged": True, "behind": True}, StopReason.DIVERGENCE),
+        ({"worse_than_reference": True}, {"worse_than_reference": True, "reference_message": "worse than reference: x"},
+         StopReason.WORSE_THAN_REFERENCE),
+        ({"worse_than_reference": False}, {"worse_than_reference": True}, StopReason.NOT_STOPPED),
     ],
 )
-def test_stopping_criteria(kwargs, expected):
-    args = dict(step=50, planned_steps=100, min_fraction=0.2, stop_if_forecast_above=None, recent_forecasts=[],
-                forecast_patience=2, stop_when_behind_trend=False, behind=False, behind_message=None,
-                stop_on_divergence=False, diverged=False, divergence_message=None)
-    args.update(kwargs)
-    decision, reason = evaluate_stopping_criteria(**args)
-    if isinstance(expected, tuple):
-        assert (decision, reason) == expected
-    else:
-        assert decision is expected
-        assert (reason is not None) is expected
+def test_stopping_criteria(rules, state, expected):
+    args = dict(step=50, planned_steps=100, recent_forecasts=[])
+    args.update(state)
+    decision, reason = evaluate_stopping_criteria(StopConfig(**rules), **args)
+    assert decision is expected and bool(decision) is (expected is not StopReason.NOT_STOPPED)
+    assert (reason is not None) is bool(expected)
+    if expected is StopReason.FORECAST_ABOVE:
+        assert reason.startswith("forecast above target: at step 50") and "even its optimistic end" in reason
 
 
 def test_make_forecast_falls_back_when_the_schedule_aware_fit_fails():

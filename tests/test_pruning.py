@@ -1,11 +1,12 @@
 """Optuna sweep pruning on the forecast (issue 7, part 4), in real Trainer runs of replayed curves.
 
 The DDP case (trial on rank 0 only, every rank pruned at the same step) and the check that
-importing lightning_scaling (pruning included) never imports optuna are in the one DDP test,
-tests/test_reference.py::test_ddp_reference_stop_and_pruning_stop_every_rank_at_the_same_step.
+importing lightning_scaling (pruning included) never imports optuna are in tests/test_ddp.py,
+which pays for the fresh processes once.
 """
 
 import logging
+import multiprocessing
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytorch_lightning as pl
 
 from lightning_scaling import ScalingLawMonitor
 from lightning_scaling.errors import InvalidInputError
+from lightning_scaling.monitor import RefitConfig
 from lightning_scaling.trainer.pruning import ForecastPruning
 from lightning_scaling.trainer.replay import ReplayModule
 
@@ -22,6 +24,7 @@ optuna = pytest.importorskip("optuna")
 FAST = dict(enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
             num_sanity_val_steps=0, accelerator="cpu", devices=1, logger=False)
 STEPS = 160
+INLINE = RefitConfig(every=10, background=False)  # refits on the training thread: deterministic
 
 
 def power_curve(E, A, alpha=0.5, n=STEPS, noise=0.003, seed=0):
@@ -59,7 +62,7 @@ def run_study(storage=None, value="forecast", curves=CURVES):
 
     def objective(trial):
         module = ReplayModule(power_curve(**curves[trial.number]))
-        monitor = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False)
+        monitor = ScalingLawMonitor(refit=INLINE, write_summary=False, log_metrics=False)
         pruning = ForecastPruning(trial, value=value)  # finds the monitor in the trainer's callbacks
         callbacks[trial.number] = (monitor, pruning)
         trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[monitor, pruning], **FAST)
@@ -110,7 +113,7 @@ def test_check_pruned_after_fit_when_not_raising():
     study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
     study.add_trial(optuna.trial.create_trial(value=1.5, intermediate_values={s: 1.5 for s in range(10, STEPS + 1, 10)}))
     trial = study.ask()
-    monitor = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False)
+    monitor = ScalingLawMonitor(refit=INLINE, write_summary=False, log_metrics=False)
     pruning = ForecastPruning(trial, monitor, raise_on_prune=False, min_fraction=0.25, smoothing=1)
     module = ReplayModule(power_curve(**CURVES[0]))
     trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[monitor, pruning], **FAST)
@@ -148,7 +151,7 @@ def test_lightning_pytorch_twin_prunes_the_same_way():
 
     def objective(trial):
         module = LPReplayModule(power_curve(**CURVES[[0, 1, 3][trial.number]]))
-        monitor = LPScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False)
+        monitor = LPScalingLawMonitor(refit=INLINE, write_summary=False, log_metrics=False)
         pruning = LPForecastPruning(trial)
         assert isinstance(pruning, lp.Callback)
         trainer = lp.Trainer(max_steps=module.n_steps, callbacks=[monitor, pruning], **FAST)
@@ -157,3 +160,30 @@ def test_lightning_pytorch_twin_prunes_the_same_way():
 
     study.optimize(objective, n_trials=3)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
+
+
+def _setup_in_a_forked_child(pruning, trainer, conn):
+    try:
+        pruning.setup(trainer, None, "fit")
+        conn.send("no error")
+    except InvalidInputError as exc:
+        conn.send(str(exc))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method")
+def test_a_spawn_based_strategy_is_refused_where_the_trial_would_be_a_copy():
+    # ddp_spawn and its kin train in child processes that multiprocessing made, each with a copy of
+    # the trial; the same trainer set up in this process (as strategy="ddp" would) is accepted
+    trial = optuna.create_study().ask()
+    monitor = ScalingLawMonitor()
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", **{
+        k: v for k, v in FAST.items() if k not in ("accelerator", "devices")})
+    assert trainer.world_size == 2
+    ForecastPruning(trial, monitor).setup(trainer, None, "fit")
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_setup_in_a_forked_child,
+                                                         args=(ForecastPruning(trial, monitor), trainer, theirs))
+    child.start()
+    message = ours.recv() if ours.poll(60) else "no answer"
+    child.join(10)
+    assert "spawn-based strategies" in message and "strategy='ddp'" in message

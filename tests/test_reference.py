@@ -1,12 +1,8 @@
-"""Cross-run references (issue 7, part 3): the pure comparison, then real Trainer runs, then DDP."""
+"""Cross-run references (issue 7, part 3): the pure comparison, then real Trainer runs (DDP: tests/test_ddp.py)."""
 
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
-import textwrap
 import warnings
 from types import SimpleNamespace
 
@@ -15,7 +11,9 @@ import pytest
 import pytorch_lightning as pl
 
 from lightning_scaling import ScalingLawMonitor
+from lightning_scaling.core.scaling import ScalingLawFit
 from lightning_scaling.errors import InvalidInputError, ScalingWarning
+from lightning_scaling.monitor import RefitConfig, StopConfig
 from lightning_scaling.monitor.reference import (
     Reference,
     ReferenceCheck,
@@ -25,7 +23,6 @@ from lightning_scaling.monitor.reference import (
     summary_reference_loss,
 )
 from lightning_scaling.trainer.replay import ReplayModule
-from lightning_scaling.core.scaling import ScalingLawFit
 
 FAST = dict(enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
             num_sanity_val_steps=0, accelerator="cpu", devices=1, logger=False)
@@ -151,8 +148,9 @@ def test_a_law_without_tokens_says_so_once():
 
 # -- real Trainer runs ---------------------------------------------------------------------------
 def replay(curve, reference, stop=True, root=None, **kw):
-    mon = ScalingLawMonitor(refit_every=10, background=False, log_metrics=False, write_summary=root is not None,
-                            reference=reference, stop_if_worse_than_reference=stop, **kw)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False), log_metrics=False,
+                            write_summary=root is not None,
+                            reference=reference, stop=StopConfig(worse_than_reference=stop), **kw)
     module = ReplayModule(curve)
     trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[mon], default_root_dir=root, **FAST)
     with warnings.catch_warnings(record=True) as caught:
@@ -201,106 +199,7 @@ def test_a_run_summary_of_a_better_run_stops_a_worse_one(tmp_path):
 
 def test_bad_reference_options_fail_before_training():
     with pytest.raises(InvalidInputError, match="needs reference="):
-        ScalingLawMonitor(stop_if_worse_than_reference=True)
+        ScalingLawMonitor(stop=StopConfig(worse_than_reference=True))
     with pytest.raises(InvalidInputError, match="reference must be"):
         ScalingLawMonitor(reference=[1.0, 2.0])
-    assert isinstance(ScalingLawMonitor(reference=2.0).reference_check.reference, Reference)
-
-
-# -- DDP: two CPU processes (gloo) ---------------------------------------------------------------
-DDP_SCRIPT = textwrap.dedent("""
-    import json, os, sys, warnings
-    import numpy as np, pytorch_lightning as pl
-    import lightning_scaling, lightning_scaling.trainer.callback, lightning_scaling.trainer.pruning, lightning_scaling.monitor.reference
-    optuna_imported_by_us = "optuna" in sys.modules  # optuna stays optional: only a trial imports it
-    import optuna
-    STEPS = {steps}
-
-    def power_curve(n=STEPS):  # as in test_reference.power_curve (not imported: that would import pytest)
-        s = np.arange(0, n + 1, dtype=float)
-        loss = (2.0 + 3.0 * np.maximum(s, 1) ** -0.5) * (1 + 0.003 * np.random.default_rng(0).standard_normal(s.size))
-        loss[0] = np.nan
-        return {{"step": s, "tokens": s * 1000.0, "loss": loss}}
-
-    from lightning_scaling import ScalingLawMonitor
-    from lightning_scaling.trainer.pruning import ForecastPruning
-    from lightning_scaling.trainer.replay import ReplayModule
-    warnings.filterwarnings("ignore")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    def end_process_group():
-        # a gloo process group left to the interpreter's exit aborts it now and then
-        # ("terminate called without an active exception", exit status 134) after the work is done
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-    rank = int(os.environ["LOCAL_RANK"])
-    mode = sys.argv[1]  # one DDP fit per process: a second fit in the same process group is fragile
-    kw = dict(max_steps=STEPS, accelerator="cpu", devices=2, strategy="ddp", use_distributed_sampler=False,
-              logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    out = {{"optuna_imported_by_lightning_scaling": optuna_imported_by_us}}
-    if mode == "ref":
-        # reference stop: only rank 0 refits and holds forecasts; rank 1 must stop at the same step
-        mon = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False,
-                                reference=2.0, stop_if_worse_than_reference=True)
-        trainer = pl.Trainer(callbacks=[mon], **kw)
-        trainer.fit(ReplayModule(power_curve()))
-        out["ref"] = [trainer.global_step, mon.stopped_step, mon.stopped_reason, len(mon.forecasts)]
-        with open(os.path.join({tmp!r}, f"rank{{rank}}_ref.json"), "w") as fh:
-            json.dump(out, fh)
-        end_process_group()
-        sys.exit(0)
-    # pruning: the trial lives on rank 0 only (SQLite storage, one finished trial to compare with)
-    trial = None
-    if rank == 0:
-        study = optuna.create_study(storage="sqlite:///" + {db!r},
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=30))
-        study.add_trial(optuna.trial.create_trial(value=1.9, intermediate_values={{s: 1.9 for s in range(10, 201, 10)}}))
-        trial = study.ask()
-    mon = ScalingLawMonitor(refit_every=10, background=False, write_summary=False, log_metrics=False)
-    pruning = ForecastPruning(trial, mon)
-    trainer = pl.Trainer(callbacks=[mon, pruning], **kw)
-    try:
-        trainer.fit(ReplayModule(power_curve()))
-        raised = False
-    except optuna.TrialPruned:
-        raised = True
-    out["prune"] = [trainer.global_step, pruning.pruned_step, raised, len(pruning.reports)]
-    with open(os.path.join({tmp!r}, f"rank{{rank}}_prune.json"), "w") as fh:
-        json.dump(out, fh)
-    end_process_group()
-""")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_reference_stop_and_pruning_stop_every_rank_at_the_same_step(tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT.format(steps=STEPS, db=str(tmp_path / "study.db"), tmp=str(tmp_path)))
-    for mode in ("ref", "prune"):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2",
-                   NODE_RANK="0", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-        procs = [subprocess.Popen([sys.executable, str(script), mode], env=dict(env, LOCAL_RANK=str(r), RANK=str(r)),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-        try:
-            logs = [p.communicate(timeout=180)[0] for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-        assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
-    r0, r1 = ({**json.loads((tmp_path / f"rank{r}_ref.json").read_text()),
-               **json.loads((tmp_path / f"rank{r}_prune.json").read_text())} for r in range(2))
-    assert r0["optuna_imported_by_lightning_scaling"] is False  # checked here, where a fresh process is paid for
-    # reference stop: rank 0 decided (it has the forecasts), both stopped at the same step past min_fraction
-    assert r0["ref"][3] > 0 and r1["ref"][3] == 0
-    assert r0["ref"][0] == r1["ref"][0] == r0["ref"][1] == r1["ref"][1] and 40 <= r0["ref"][0] < STEPS
-    assert r0["ref"][2].startswith("worse than reference") and r1["ref"][2] == r0["ref"][2]
-    # pruning: reported on rank 0 only, pruned on both at the same step, TrialPruned raised where the trial is
-    assert r0["prune"][0] == r1["prune"][0] == r0["prune"][1] == r1["prune"][1] and 30 <= r0["prune"][0] < STEPS
-    assert r0["prune"][2] is True and r1["prune"][2] is False
-    assert r0["prune"][3] > 0 and r1["prune"][3] == 0
+    assert isinstance(ScalingLawMonitor(reference=2.0).stops.reference_check.reference, Reference)

@@ -11,6 +11,7 @@ import torch
 import lightning_scaling as ls
 from lightning_scaling import ScalingLawMonitor
 from lightning_scaling.errors import InvalidInputError
+from lightning_scaling.monitor import RefitConfig, StopConfig
 from lightning_scaling.trainer.replay import ReplayModule, read_curve_csv
 
 CURVE = Path(__file__).parent / "data" / "replay" / "multipower_25M_wsd_20000_24000.csv"
@@ -32,7 +33,7 @@ def test_the_recorded_loss_and_schedule_drive_a_real_trainer(tmp_path):
     raw = read_curve_csv(CURVE)
     assert module.stride == 128 and module.n_steps == math.ceil(23904 / 128)
     probe = LRProbe()
-    mon = ScalingLawMonitor(background=False, refit_every=10, write_summary=False)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False), write_summary=False)
     trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[mon, probe], default_root_dir=tmp_path, **FAST)
     trainer.fit(module)
     # every measured loss comes back once, at the trainer step standing for its recorded step
@@ -56,7 +57,7 @@ def test_the_token_axis_stays_true_when_a_trainer_step_stands_for_many(tmp_path)
     raw = read_curve_csv(GEMSTONES)
     module = ReplayModule(GEMSTONES, tokens_per_step=4194304, n_params=48377600)
     assert module.stride == 477 and module.tokens_per_batch == 477 * 4194304
-    mon = ScalingLawMonitor(x_axis="tokens", background=False, refit_every=25, write_summary=False)
+    mon = ScalingLawMonitor(x_axis="tokens", refit=RefitConfig(every=25, background=False), write_summary=False)
     trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[mon], default_root_dir=tmp_path, **FAST)
     trainer.fit(module)
     assert mon.compute.tokens == pytest.approx(raw["tokens"][-1], rel=1e-4)
@@ -71,7 +72,7 @@ def test_the_token_axis_stays_true_when_a_trainer_step_stands_for_many(tmp_path)
 
 def run_replay(tmp_path, perturb=None, **kw):
     module = ReplayModule(CURVE, perturb=perturb)
-    mon = ScalingLawMonitor(background=False, refit_every=4, write_summary=False, **kw)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=4, background=False), write_summary=False, **kw)
     trainer = pl.Trainer(max_steps=module.n_steps, callbacks=[mon], default_root_dir=tmp_path, **FAST)
     trainer.fit(module)
     return module, mon
@@ -86,7 +87,7 @@ def test_an_injected_fault_is_caught_soon_and_the_clean_curve_raises_nothing(tmp
         return loss * 1.05 if step >= fault_at else loss
 
     with pytest.warns(ls.BehindTrendWarning, match=r"above the upper end of the 50% band") as caught:
-        module, mon = run_replay(tmp_path, perturb=fault, stop_when_behind_trend=True)
+        module, mon = run_replay(tmp_path, perturb=fault, stop=StopConfig(behind_trend=True))
     messages = [str(w.message) for w in caught if issubclass(w.category, ls.BehindTrendWarning)]
     assert len(messages) == 1
     warned_at = int(mon.warnings_emitted[0].split(":")[0].split()[1])

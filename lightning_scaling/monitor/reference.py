@@ -27,7 +27,10 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..core.scaling import FORMAT as LAW_FORMAT
+from ..core.scaling import ScalingLawFit
 from ..errors import InvalidInputError, WorseThanReferenceWarning
+from ..io.summary import SUMMARY_FILENAME, SUMMARY_FORMAT, SUMMARY_VERSION
 
 __all__ = [
     "Reference",
@@ -38,10 +41,6 @@ __all__ = [
     "forecast_above_reference",
     "summary_reference_loss",
 ]
-
-_SUMMARY_FORMAT = "lightning-scaling/run-summary"
-_SUMMARY_FILE = "scaling_summary.json"
-
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -141,17 +140,9 @@ def summary_reference_loss(summary: dict[str, Any], name: str = "run summary") -
     raise InvalidInputError(f"{name}: the run summary holds neither a final loss nor a forecast final loss")
 
 
-def _law_from_dict(d: dict[str, Any]) -> Any:
-    from ..core.scaling import ScalingLawFit
-
-    return ScalingLawFit.from_dict(d)
-
-
 def _from_mapping(d: dict[str, Any], name: str) -> Reference:
     fmt = d.get("format")
-    if fmt == _SUMMARY_FORMAT:
-        from ..io.summary import SUMMARY_VERSION
-
+    if fmt == SUMMARY_FORMAT:
         version = d.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise InvalidInputError(f"{name}: run summary has an invalid version {version!r}")
@@ -160,11 +151,9 @@ def _from_mapping(d: dict[str, Any], name: str) -> Reference:
                                     f"reads (up to {SUMMARY_VERSION}); upgrade lightning-scaling to read it")
         value, what = summary_reference_loss(d, name)
         return Reference("summary", value=value, source=what, loss_name=d.get("loss_name"))
-    from ..core.scaling import FORMAT as LAW_FORMAT
-
     if fmt == LAW_FORMAT:
-        return Reference("law", law=_law_from_dict(d), source=f"the ScalingLawFit in {name}")
-    raise InvalidInputError(f"{name}: neither a run summary (format {_SUMMARY_FORMAT!r}) nor a ScalingLawFit "
+        return Reference("law", law=ScalingLawFit.from_dict(d), source=f"the ScalingLawFit in {name}")
+    raise InvalidInputError(f"{name}: neither a run summary (format {SUMMARY_FORMAT!r}) nor a ScalingLawFit "
                             f"(format {LAW_FORMAT!r}); got format {fmt!r}")
 
 
@@ -210,7 +199,7 @@ def _parse(reference: Any) -> Reference:
     if isinstance(reference, (str, os.PathLike)):
         path = os.fspath(reference)
         if os.path.isdir(path):
-            path = os.path.join(path, _SUMMARY_FILE)
+            path = os.path.join(path, SUMMARY_FILENAME)
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)

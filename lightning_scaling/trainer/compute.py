@@ -14,7 +14,6 @@ Where each number comes from, in order of preference:
 
 Every micro-batch under gradient accumulation counts, and under data parallelism each count
 is multiplied by the world size (every process is assumed to see batches of the same shape).
-Torch is imported lazily: only the functions that inspect a module or a batch need it.
 """
 
 from __future__ import annotations
@@ -22,6 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import torch
+from torch.func import functional_call
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import InvalidInputError
 
@@ -37,8 +41,6 @@ def count_parameters(module: Any) -> tuple[int, int]:
     (token and learned position tables): the N of Kaplan et al. and of Chinchilla. A weight
     tied between an embedding and an output layer counts as an embedding.
     """
-    import torch
-
     embedding_ids = {
         id(m.weight) for m in module.modules() if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
     }
@@ -56,8 +58,6 @@ def count_parameters(module: Any) -> tuple[int, int]:
 
 def _iter_tensors(batch: Any):
     """Tensors of a (nested) batch in a stable order: dict keys as given, sequences in order."""
-    import torch
-
     if isinstance(batch, torch.Tensor):
         yield batch
     elif isinstance(batch, Mapping):
@@ -74,8 +74,6 @@ def infer_tokens(batch: Any) -> int | None:
     None when the batch holds no integer tensor (the run is then not a token model, or the
     caller must say: ``tokens_per_batch=``).
     """
-    import torch
-
     if isinstance(batch, Mapping) and isinstance(batch.get("input_ids"), torch.Tensor):
         return int(batch["input_ids"].numel())
     for t in _iter_tensors(batch):
@@ -86,8 +84,6 @@ def infer_tokens(batch: Any) -> int | None:
 
 def _tensor_paths(batch: Any, path: tuple = ()):
     """(path, tensor) for every tensor of a (nested) batch, in ``_iter_tensors`` order."""
-    import torch
-
     if isinstance(batch, torch.Tensor):
         yield path, batch
     elif isinstance(batch, Mapping):
@@ -142,8 +138,6 @@ def _forward_inputs(batch: Any) -> tuple[tuple, dict]:
     A tensor: ``forward(batch)``; a dict: ``forward(**batch)`` (Hugging Face style); a list or
     tuple: ``forward(batch[0])`` (the ``(inputs, targets)`` convention).
     """
-    import torch
-
     if isinstance(batch, torch.Tensor):
         return (batch,), {}
     if isinstance(batch, Mapping):
@@ -163,10 +157,6 @@ def measure_flops_per_batch(module: Any, batch: Any) -> float:
     pass). Raises whatever the module raises when it cannot run on meta tensors (for example
     a forward that calls ``.item()``); callers fall back to ``6 * N * tokens``.
     """
-    import torch
-    from torch.func import functional_call
-    from torch.utils._pytree import tree_map
-    from torch.utils.flop_counter import FlopCounterMode
 
     def to_meta(x):
         return x.to("meta") if isinstance(x, torch.Tensor) else x
@@ -369,8 +359,6 @@ def _numel(t: Any) -> int:
 
 
 def _is_integer(t: Any) -> bool:
-    import torch
-
     return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
 
 

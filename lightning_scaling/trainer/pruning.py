@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 from typing import Any
 
+import pytorch_lightning as pl
+
 from ..errors import InvalidInputError
+from .callback import _MonitorLogic
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ class _ForecastPruningLogic:
             pruners judge a trial by the *best* value it ever reported, so one optimistic
             outlier among the forecasts would shield a trial for good.
         min_fraction: report and prune only from this fraction of the planned steps on. Default:
-            the monitor's ``min_fraction`` (0.2), for the same reason: early forecasts are the
+            the monitor's ``stop_config.min_fraction`` (0.2), for the same reason: early forecasts are the
             least reliable, and a report counts for the rest of the trial even before the
             pruner's ``n_warmup_steps``.
         report_every: report and decide every this many optimizer steps. Default: at the
@@ -170,8 +174,6 @@ class _ForecastPruningLogic:
             raise _import_optuna().TrialPruned(self.message)
 
     def _attach(self, trainer) -> None:
-        from .callback import _MonitorLogic
-
         if self.monitor is None:
             found = [cb for cb in trainer.callbacks if isinstance(cb, _MonitorLogic)]
             if not found:
@@ -184,8 +186,7 @@ class _ForecastPruningLogic:
             raise InvalidInputError(f"monitor must be a ScalingLawMonitor, got {type(self.monitor).__name__}")
         if trainer.is_global_zero and self.trial is None:
             raise InvalidInputError("ForecastPruning: the process of global rank 0 must hold the optuna trial (got None)")
-        launcher = getattr(trainer.strategy, "launcher", None)
-        if trainer.world_size > 1 and type(launcher).__name__ == "_MultiProcessingLauncher":
+        if trainer.world_size > 1 and _runs_in_a_copy():
             raise InvalidInputError(
                 "ForecastPruning needs global rank 0 to be the process that holds the trial; spawn-based strategies "
                 "(ddp_spawn, ddp_notebook) train in copies of it. Use strategy='ddp' (or torchrun)."
@@ -235,19 +236,25 @@ class _ForecastPruningLogic:
             self.message = f"pruned at step {step:,} (decided on global rank 0)"
 
     def _past_min_fraction(self, step: int) -> bool:
-        fraction = self.min_fraction if self.min_fraction is not None else float(self.monitor.min_fraction)
+        fraction = self.min_fraction if self.min_fraction is not None else float(self.monitor.stop_config.min_fraction)
         planned = getattr(self.monitor, "planned_steps", None)
         if not fraction or planned is None or not math.isfinite(planned):
             return True
         return step >= fraction * planned
 
 
-try:
-    import pytorch_lightning as _pl
-except ImportError:  # pragma: no cover - only without pytorch_lightning installed
-    _pl = None
+def _runs_in_a_copy() -> bool:
+    """Does this process train in a copy of the one that made the trial?
 
-if _pl is not None:
+    Spawn-based strategies (``ddp_spawn``, ``ddp_notebook``, ``ddp_fork``: Lightning's
+    multiprocessing launcher) train in child processes that the ``multiprocessing`` module
+    made, each with a pickled copy of the trial; ``strategy="ddp"`` (and torchrun) starts the
+    other ranks as fresh interpreters and trains rank 0 in the user's own process. The
+    standard library says which case this is (``multiprocessing.parent_process()``, Python
+    3.8+), whatever the launcher class and whichever Lightning namespace is in use.
+    """
+    return multiprocessing.parent_process() is not None
 
-    class ForecastPruning(_ForecastPruningLogic, _pl.Callback):
-        __doc__ = _ForecastPruningLogic.__doc__
+
+class ForecastPruning(_ForecastPruningLogic, pl.Callback):
+    __doc__ = _ForecastPruningLogic.__doc__

@@ -20,9 +20,13 @@ from __future__ import annotations
 import csv
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from ..errors import InvalidInputError
 
@@ -97,8 +101,6 @@ class _ReplayLogic:
         final_step: float | None = None,
     ):
         super().__init__()
-        import torch
-
         arrays = read_curve_csv(curve) if not isinstance(curve, dict) else {
             k: np.asarray(curve.get(k, np.full(len(curve["step"]), np.nan)), dtype=float)
             for k in ("step", "tokens", "loss", "lr")
@@ -169,8 +171,6 @@ class _ReplayLogic:
         return x * self.weight
 
     def train_dataloader(self):
-        import torch
-        from torch.utils.data import DataLoader, TensorDataset
 
         # float placeholders (the step comes from global_step); no integer tensor, so the
         # monitor does not count them as tokens
@@ -178,8 +178,6 @@ class _ReplayLogic:
         return DataLoader(TensorDataset(index), batch_size=1, shuffle=False)
 
     def training_step(self, batch, batch_idx):
-        import torch
-
         # the step about to be taken, not the batch: resumes restart the epoch's dataloader
         g = min(int(self.global_step), self.n_steps - 1)
         value = float(self.losses[g])
@@ -191,8 +189,6 @@ class _ReplayLogic:
         return self.weight.sum() * 0.0 + torch.tensor(value, dtype=torch.float32)
 
     def configure_optimizers(self):
-        import torch
-
         if self.lrs is None:
             return torch.optim.SGD([self.weight], lr=1e-3)
         peak = float(np.max(self.lrs)) or 1.0
@@ -207,12 +203,5 @@ class _ReplayLogic:
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-try:
-    import pytorch_lightning as _pl
-except ImportError:  # pragma: no cover
-    _pl = None
-
-if _pl is not None:
-
-    class ReplayModule(_ReplayLogic, _pl.LightningModule):
-        __doc__ = _ReplayLogic.__doc__
+class ReplayModule(_ReplayLogic, pl.LightningModule):
+    __doc__ = _ReplayLogic.__doc__

@@ -2,17 +2,18 @@
 
 ``future_lrs(trainer, last_step)`` and ``simulate_scheduler(scheduler, num_calls)``: the LR
 a ``torch.optim.lr_scheduler`` will produce at every optimizer step, for the schedule-aware
-fits of ``lightning_scaling.core``. torch is imported inside the functions that need it.
+fits of ``lightning_scaling.core``.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+from torch.optim import lr_scheduler as sched_mod
 
 from ..errors import InvalidInputError
 
@@ -288,10 +289,6 @@ def simulate_scheduler(scheduler, num_calls: int, *, group: int = 0,
         (lr array of length num_calls + 1, "") or (None, "schedule unknown: <why>"); never
         raises for an unsupported or misbehaving scheduler.
     """
-    try:
-        from torch.optim import lr_scheduler as sched_mod
-    except ImportError:  # pragma: no cover - torch is a dependency of the callback
-        return None, "schedule unknown: torch is not installed"
     num_calls = int(num_calls)
     if num_calls < 0:
         raise InvalidInputError(f"num_calls must be >= 0, got {num_calls}")

@@ -1,0 +1,112 @@
+"""The run summary's content, built from a monitor (its format, reading and writing are
+``lightning_scaling.io.summary``'s), and where it goes."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from ..core.plain import plain
+from ..errors import ScalingWarning
+from ..io.summary import SUMMARY_FILENAME, SUMMARY_FORMAT, SUMMARY_VERSION, write_summary
+
+log = logging.getLogger(__name__)
+
+
+def build_summary(monitor, trainer=None) -> dict[str, Any]:
+    """The run summary of ``monitor`` (the schema of ``lightning_scaling.io.summary``), strict JSON."""
+    a = monitor.history.arrays()
+    latest = monitor.forecast
+    totals = monitor.compute
+    recent = monitor.history.last(5)
+    refits = monitor.refit_scheduler
+
+    def column(values):
+        v = np.asarray(values, dtype=float)
+        return None if not np.isfinite(v).any() else [None if not math.isfinite(x) else float(x) for x in v]
+
+    return plain(strict=True, value={
+        "format": SUMMARY_FORMAT,
+        "version": SUMMARY_VERSION,
+        "run": run_name(trainer),
+        "n_params": None if totals.n_params_non_embedding is None else float(totals.n_params_non_embedding),
+        "tokens": totals.tokens if math.isfinite(totals.tokens) else None,
+        "flops": totals.flops if math.isfinite(totals.flops) else None,
+        "steps": int(monitor.seen_step),
+        "final_loss": float(np.mean([r[4] for r in recent])) if recent else None,
+        "loss_name": monitor.loss_name,
+        "x_axis": monitor.x_axis,
+        "curve": {
+            "step": [float(s) for s in a["step"]],
+            "tokens": column(a["tokens"]),
+            "flops": column(a["flops"]),
+            "loss": [float(v) for v in a["loss"]],
+        },
+        "fit": None if latest is None or latest.fit is None else latest.fit.to_dict(),
+        "forecast": None if latest is None else latest.to_dict(),
+        "forecasts": [f.to_dict(diagnostics=False) for f in monitor.forecasts],
+        "schedule": None if monitor.schedule_lr is None else {"lr": [float(v) for v in monitor.schedule_lr]},
+        "warnings": list(monitor.warnings_emitted),
+        "stopped_reason": monitor.stopped_reason,
+        # extra keys (readers accept unknown keys)
+        "stopped_step": monitor.stopped_step,
+        "planned_steps": monitor.planned_steps,
+        "n_params_total": None if totals.n_params is None else float(totals.n_params),
+        "samples": totals.samples,
+        "compute_sources": {"flops": totals.flops_source, "tokens": totals.tokens_source},
+        "schedule_source": monitor.schedule_reason,
+        "history": {"stored_points": len(monitor.history), "observations": monitor.history.n_observed},
+        "refits": refits.refits,
+        "refit_failures": refits.failures,
+    })
+
+
+def save_summary(monitor, trainer, after_exception: bool = False) -> None:
+    """Write ``monitor``'s run summary into the log dir (``monitor.summary_path`` says where).
+
+    A file that cannot be written is a warning; after an exception, only a debug message
+    (the user's exception is the one to see).
+    """
+    try:
+        monitor.summary_path = write_summary(log_dir(trainer), monitor.summary(trainer))
+    except Exception as exc:
+        if after_exception:
+            log.debug("could not write the run summary after an exception", exc_info=True)
+        elif isinstance(exc, OSError):
+            monitor.report.warn(trainer, f"ScalingLawMonitor: could not write {SUMMARY_FILENAME}: {exc}",
+                                ScalingWarning)
+        else:
+            raise
+
+
+def log_dir(trainer) -> str:
+    """The first logger's directory, else ``default_root_dir`` (no collective call, unlike trainer.log_dir)."""
+    loggers = getattr(trainer, "loggers", None) or []
+    if loggers:
+        for attr in ("log_dir", "save_dir"):
+            try:
+                d = getattr(loggers[0], attr)
+            except Exception:
+                d = None
+            if d:
+                return str(d)
+    return str(trainer.default_root_dir)
+
+
+def run_name(trainer) -> str:
+    """``name/version`` of the first logger, else the root directory's name."""
+    if trainer is None:
+        return "run"
+    loggers = getattr(trainer, "loggers", None) or []
+    if loggers:
+        try:
+            name, version = loggers[0].name, loggers[0].version
+            if name is not None:
+                return f"{name}/{version}" if version is not None and version != "" else str(name)
+        except Exception:
+            pass
+    return os.path.basename(os.path.abspath(str(trainer.default_root_dir))) or "run"
