@@ -8,6 +8,7 @@ lightning_scaling`` (and the command line) stay fast.
 from __future__ import annotations
 
 from .core import CurveFit, ScalingLawFit, fit_curve, fit_scaling_law
+from .monitor import Forecast, RefitConfig, StopConfig, StopReason, TrendConfig
 from .errors import (
     BehindTrendWarning,
     DivergenceWarning,
@@ -24,10 +25,15 @@ __all__ = [
     "CurveFit",
     "DivergenceWarning",
     "FitFailedWarning",
+    "Forecast",
     "InvalidInputError",
+    "RefitConfig",
     "ScalingLawFit",
     "ScalingLawMonitor",
     "ScalingWarning",
+    "StopConfig",
+    "StopReason",
+    "TrendConfig",
     "WorseThanReferenceWarning",
     "fit_curve",
     "fit_scaling_law",

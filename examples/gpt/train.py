@@ -250,7 +250,7 @@ def build_monitor(args, total_steps: int):
     if args.no_forecast:
         return None, "disabled with --no-forecast"
     try:
-        from lightning_scaling import ScalingLawMonitor
+        from lightning_scaling import ScalingLawMonitor, StopConfig
     except Exception as exc:  # the example still trains without the library
         return None, f"lightning_scaling.ScalingLawMonitor is unavailable ({exc})"
     # The training loss is training_step's own output (zero configuration); the validation
@@ -258,7 +258,7 @@ def build_monitor(args, total_steps: int):
     # is defined per step); FLOPs come from the module's flops_per_batch.
     kwargs = {"monitor": None if args.monitor == "train_loss" else args.monitor, "x_axis": "flops"}
     if args.stop_when_behind:
-        kwargs["stop_when_behind_trend"] = True
+        kwargs["stop"] = StopConfig(behind_trend=True)
     return ScalingLawMonitor(**kwargs), None
 
 
