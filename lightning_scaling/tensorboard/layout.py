@@ -144,7 +144,7 @@ def layout_tags(layout: layout_pb2.Layout) -> tuple[set[str], list[str]]:
 
     >>> exact, regexes = layout_tags(build_layout(PanelTags(), "mmf", ["E"]))
     >>> sorted(exact)[:2]
-    ['scaling/margin/forecast', 'scaling/margin/forecast_lower']
+    ['Scaling law/3 behind trend, % above', 'scaling/margin/forecast']
     >>> regexes[-1]
     '^scaling/param/mmf/E$'
     """
@@ -165,7 +165,7 @@ def missing_tags(layout: layout_pb2.Layout, available: Iterable[str]) -> list[st
 
     >>> layout = build_layout(PanelTags())
     >>> missing_tags(layout, ["scaling/margin/loss", "scaling/margin/loss_lower"])[:2]
-    ['scaling/margin/forecast', 'scaling/margin/forecast_lower']
+    ['Scaling law/3 behind trend, % above', 'scaling/margin/forecast']
     """
     available = set(available)
     exact, regexes = layout_tags(layout)
