@@ -1,32 +1,24 @@
 #!/usr/bin/env python
 """Check the "Scaling law" panels as a user sees them: real TensorBoard, headless Chromium.
 
-By default two replays of a recorded loss curve go through a real Trainer with
-``ScalingLawMonitor``: one clean, one with a fault halfway (the loss +6% from then on). For
-each run, TensorBoard serves it on 127.0.0.1 and Chromium (Debian's ``chromium``, driven over
-the DevTools protocol on a pipe) opens Time Series (where TensorBoard lands), Custom Scalars,
-Text and Images; each page is saved as a screenshot, and the figures too. The check fails when:
-
-- a chart of the "Scaling law" layout categories has no points, or only points from the
-  first 10% of the run (TensorBoard's own data routes);
-- the observed loss and the forecast (or the trend) cannot be told apart by colour on Time
-  Series or Custom Scalars (CIE76 distance under ``MIN_COLOUR_DISTANCE``), or Lightning's
-  ``epoch``/``hp_metric`` cards come before the "Scaling law" ones on Time Series;
-- a faulty run shows no behind-trend mark after the fault (the behind-trend series above
-  zero, and the Text dashboard saying so);
-- the final verdict in the Text dashboard disagrees with the data TensorBoard serves (the last
-  smoothed loss against the interval of the forecast it names; for a faulty run, also against
-  the newest forecast drawn before the fault).
-
-Prints a JSON result; exit status 0 when every check passed, 1 when one failed, 2 when it
-could not run (no chromium, TensorBoard did not start).
+By default a recorded loss curve is replayed twice through a real Trainer with
+``ScalingLawMonitor``: clean, and with a fault halfway (the loss +6% from then on). Each run is
+served by TensorBoard on 127.0.0.1 and opened in Chromium (Debian's ``chromium``, driven over
+the DevTools protocol on a pipe): Time Series (where TensorBoard lands), Custom Scalars, Text
+and Images, each saved as a screenshot, the figures too. The check fails when a "Scaling law"
+chart has no points or only points from the first 10% of the run; when the observed loss and
+the forecast (or the trend) cannot be told apart by colour on Time Series or Custom Scalars, or
+``epoch``/``hp_metric`` come before the "Scaling law" cards; when a faulty run shows no
+behind-trend mark after the fault; when the final verdict in the Text dashboard disagrees with
+the data TensorBoard serves. It prints a JSON result; exit status 0 (passed), 1 (a check
+failed) or 2 (could not run: no chromium, TensorBoard did not start).
 
     python scripts/tensorboard_page_check.py --out page_check     # the two replays
     python scripts/tensorboard_page_check.py --logdir runs/clean/version_0 --name clean \
         --logdir runs/fault/version_0 --fault-step 400 --name fault --out docs --shrink 1100
 
-The last is how the README's screenshots (docs/tensorboard_*.png) were made, from the GPT
-example (``examples/gpt/train.py``, clean and with ``--inject-fault 400``).
+The second made the README's screenshots (docs/tensorboard_*.png), from the GPT example
+(``examples/gpt/train.py``, clean and with ``--inject-fault 400``).
 """
 
 from __future__ import annotations
@@ -47,15 +39,9 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
-from lightning_scaling.tensorboard.layout import (
-    CATEGORY,
-    RUN_FORECAST,
-    RUN_OBSERVED,
-    RUN_TREND,
-    PanelTags,
-)
+from lightning_scaling.tensorboard.layout import CATEGORY, RUN_FORECAST, RUN_OBSERVED, RUN_TREND, PanelTags
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (
@@ -74,7 +60,6 @@ DEFAULT_CURVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pard
                              "modded_nanogpt_ValueEmbed_00008ea0.csv")
 DEFAULT_FAULT = 0.06
 FAULT_AT = 0.5
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 class PageCheckError(Exception):
@@ -130,22 +115,16 @@ def make_replay_run(logdir: str, csv_path: str = DEFAULT_CURVE, *, fault: float 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module)
-    for sink in monitor.sinks:
-        if hasattr(sink, "wait_for_figures"):
-            sink.wait_for_figures(60)
+    [sink.wait_for_figures(60) for sink in monitor.sinks if hasattr(sink, "wait_for_figures")]
     return logger.log_dir, fault_step
 
 
 # ------------------------------------------------------------------------------ TensorBoard
 
 
-def _get(url: str, timeout: float = 10.0) -> bytes:
+def _get_json(url: str, timeout: float = 10.0, raw: bool = False):
     with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.read()
-
-
-def _get_json(url: str, timeout: float = 10.0):
-    return json.loads(_get(url, timeout).decode("utf-8"))
+        return resp.read() if raw else json.loads(resp.read().decode("utf-8"))
 
 
 @contextmanager
@@ -166,14 +145,11 @@ def tensorboard_server(logdir: str, port: int | None = None, timeout: float = 60
                 log.seek(0)
                 tail = log.read().decode("utf-8", "replace")[-800:]
                 raise PageCheckError(f"tensorboard exited with status {proc.returncode}: {tail}")
-            try:
+            with suppress(OSError, ValueError):
                 layout = _get_json(base + "/data/plugin/custom_scalars/layout", timeout=2.0)
-                runs = _get_json(base + "/data/runs", timeout=2.0)
                 if (any(c.get("title") == CATEGORY for c in layout.get("category", []))
-                        and any(r.endswith(RUN_OBSERVED) for r in runs)):
+                        and any(r.endswith(RUN_OBSERVED) for r in _get_json(base + "/data/runs", timeout=2.0))):
                     break
-            except (OSError, ValueError):
-                pass
             time.sleep(0.25)
         else:
             raise PageCheckError(f"tensorboard served no {CATEGORY!r} layout within {timeout:.0f} s "
@@ -214,23 +190,15 @@ class Data:
     def chart_points(self) -> dict:
         """{chart title: (points, largest step)} for the charts of the "Scaling law" categories."""
         charts = {}
-        for category in self.layout.get("category", []):
-            if not category.get("title", "").startswith(CATEGORY):
-                continue
+        for category in (c for c in self.layout.get("category", []) if c.get("title", "").startswith(CATEGORY)):
             for chart in category.get("chart", []):
-                steps = []
                 if "margin" in chart:
-                    tags = {t for s in chart["margin"]["series"] for t in (s["value"], s["lower"], s["upper"])}
-                    for run in self.runs:
-                        for tag in tags:
-                            steps += [s for s, _ in self.scalars(run, tag)]
+                    wanted = {t for s in chart["margin"]["series"] for t in (s["value"], s["lower"], s["upper"])}
+                    match = wanted.__contains__
                 else:
-                    for regex in chart["multiline"]["tag"]:
-                        for run in self.runs:
-                            q = urllib.parse.urlencode({"run": run, "tag": regex})
-                            answer = _get_json(f"{self.base}/data/plugin/custom_scalars/scalars?{q}")
-                            for events in answer.get("tag_to_events", {}).values():
-                                steps += [int(e[1]) for e in events]
+                    match = re.compile("|".join(f"(?:{rx})" for rx in chart["multiline"]["tag"])).match
+                steps = [s for run, tags in self.tags.items() for tag in tags if match(tag)
+                         for s, _ in self.scalars(run, tag)]
                 charts[chart.get("title")] = (len(steps), max(steps) if steps else None)
         return charts
 
@@ -243,7 +211,8 @@ class Data:
                 q = urllib.parse.urlencode({"run": run, "tag": tag, "sample": 0})
                 entries = _get_json(f"{self.base}/data/plugin/images/images?{q}")
                 if entries:
-                    out[tag] = _get(f"{self.base}/data/plugin/images/individualImage?{entries[-1]['query']}")
+                    out[tag] = _get_json(f"{self.base}/data/plugin/images/individualImage?{entries[-1]['query']}",
+                                         raw=True)
         return out
 
 
@@ -317,20 +286,16 @@ class DevTools:
         self.call("Runtime.enable")
 
     def close(self):
-        try:
+        with suppress(PageCheckError, OSError):
             self.call("Browser.close", session=False, timeout=5)
-        except (PageCheckError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         for fd in (self._to_browser, self._from_browser):
-            try:
+            with suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
@@ -339,11 +304,9 @@ class DevTools:
 _PAGE_PROBE = r"""
 (() => {
   const texts = [], colours = {};
-  const label = (el) => {
-    for (let row = el, i = 0; row && i < 6; row = row.parentElement, i++) {
-      const t = (row.innerText || '').trim();
-      if (t) return t.split('\n')[0].trim();
-    }
+  const label = (el) => {  // the first line of text of the element's row
+    for (let row = el, i = 0; row && i < 6; row = row.parentElement, i++)
+      if ((row.innerText || '').trim()) return row.innerText.trim().split('\n')[0].trim();
     return '';
   };
   const walk = (root) => {
@@ -388,29 +351,22 @@ def browse(chromium: str, base: str, prefix: str | None, *, width: int = 1400, h
         browser.open_page()
         browser.call("Emulation.setDeviceMetricsOverride",
                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        def probe() -> tuple[dict, str]:
+            value = browser.call("Runtime.evaluate", {"expression": _PAGE_PROBE, "returnByValue": True})
+            page = json.loads(value.get("result", {}).get("value") or "{}")
+            return page, "\n".join(page.get("texts", []))
+
         for name, fragment, expected in PAGES:
             browser.call("Page.navigate", {"url": f"{base}/{fragment}"})
             deadline = time.monotonic() + timeout
-            page = {}
-            while time.monotonic() < deadline:
-                result = browser.call("Runtime.evaluate", {"expression": _PAGE_PROBE, "returnByValue": True})
-                value = result.get("result", {}).get("value")
-                page = json.loads(value) if value else {}
-                text = "\n".join(page.get("texts", []))
-                if all(e in text for e in expected):
-                    break
+            while time.monotonic() < deadline and not all(e in probe()[1] for e in expected):
                 time.sleep(0.4)
             time.sleep(settle)  # the charts' first drawing and animation
-            result = browser.call("Runtime.evaluate", {"expression": _PAGE_PROBE, "returnByValue": True})
-            value = result.get("result", {}).get("value")
-            page = json.loads(value) if value else page
-            text = "\n".join(page.get("texts", []))
-            shot = None
-            if prefix:
-                shot = f"{prefix}_{name}.png"
-                data = browser.call("Page.captureScreenshot", {"format": "png"})["data"]
+            page, text = probe()
+            shot = f"{prefix}_{name}.png" if prefix else None
+            if shot:
                 with open(shot, "wb") as fh:
-                    fh.write(base64.b64decode(data))
+                    fh.write(base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"})["data"]))
             seen[name] = {"text": text, "colours": page.get("colours", {}),
                           "found": {e: e in text for e in expected}, "screenshot": shot}
         return seen
@@ -422,25 +378,15 @@ def browse(chromium: str, base: str, prefix: str | None, *, width: int = 1400, h
 
 
 def _lab(colour: str) -> tuple[float, float, float]:
-    """CIE L*a*b* of a CSS colour ("#rrggbb" or "rgb(r, g, b)")."""
-    colour = colour.strip()
-    if colour.startswith("#"):
-        rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
-    else:
-        rgb = [int(float(v)) for v in re.findall(r"[\d.]+", colour)[:3]]
-
-    def linear(c: float) -> float:
-        c /= 255.0
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (linear(c) for c in rgb)
+    """CIE L*a*b* (D65) of a CSS colour ("#rrggbb" or "rgb(r, g, b)")."""
+    c = colour.strip()
+    rgb = [int(c[i:i + 2], 16) for i in (1, 3, 5)] if c.startswith("#") else [
+        int(float(v)) for v in re.findall(r"[\d.]+", c)[:3]]
+    r, g, b = ((v / 255) / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb)
     xyz = (0.4124 * r + 0.3576 * g + 0.1805 * b, 0.2126 * r + 0.7152 * g + 0.0722 * b,
            0.0193 * r + 0.1192 * g + 0.9505 * b)
-
-    def f(t: float) -> float:
-        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
-
-    fx, fy, fz = (f(v / w) for v, w in zip(xyz, (0.95047, 1.0, 1.08883)))
+    fx, fy, fz = (t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+                  for t in (v / w for v, w in zip(xyz, (0.95047, 1.0, 1.08883))))
     return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
 
 
@@ -453,12 +399,10 @@ def colour_distance(a: str, b: str) -> float:
     return math.dist(_lab(a), _lab(b))
 
 
-def colour_problems(colours: dict[str, str], prefix: str, where: str) -> tuple[list[str], dict]:
+def colour_problems(colours: dict[str, str], where: str) -> tuple[list[str], dict]:
     """Problems when the observed loss's colour is too close to the forecast's or the
     trend's (``colours``: {run label: CSS colour} as the page shows them)."""
-    def find(run: str):
-        return next((c for label, c in colours.items() if label.endswith(run)), None)
-
+    find = lambda run: next((c for label, c in colours.items() if label.endswith(run)), None)  # noqa: E731
     observed, problems, distances = find(RUN_OBSERVED), [], {}
     for other in (RUN_FORECAST, RUN_TREND):
         colour = find(other)
@@ -485,10 +429,8 @@ def parse_verdict(text: str) -> dict | None:
     'missed (above)'
     """
     m = _VERDICT.search(text)
-    if not m:
-        return None
-    return {"word": m.group(1), "observed": float(m.group(2)), "lower": float(m.group(3)),
-            "upper": float(m.group(4)), "made_at": int(m.group(5).replace(",", ""))}
+    return m and {"word": m.group(1), "observed": float(m.group(2)), "lower": float(m.group(3)),
+                  "upper": float(m.group(4)), "made_at": int(m.group(5).replace(",", ""))}
 
 
 def data_word(observed: float, lower: float, upper: float) -> str:
@@ -507,16 +449,14 @@ def verdict_problems(stated: dict | None, observed_series, forecast_lower, forec
     if stated is None:
         return ["the Text dashboard states no final verdict"], info
     problems = []
-    if abs(stated["observed"] - observed) > 2e-3 * abs(observed):
+    if not math.isclose(stated["observed"], observed, rel_tol=2e-3):
         problems.append(f"the verdict's observed final loss {stated['observed']} is not the last smoothed loss "
                         f"served ({observed:.5g})")
-    lo, hi = dict(forecast_lower).get(stated["made_at"]), dict(forecast_upper).get(stated["made_at"])
-    if lo is not None and hi is not None:
-        if abs(lo - stated["lower"]) > 2e-3 * abs(lo) or abs(hi - stated["upper"]) > 2e-3 * abs(hi):
-            problems.append(f"the verdict's interval [{stated['lower']}, {stated['upper']}] is not the one served "
-                            f"for the forecast made at step {stated['made_at']} ([{lo:.5g}, {hi:.5g}])")
-    else:
-        lo, hi = stated["lower"], stated["upper"]
+    lo = dict(forecast_lower).get(stated["made_at"], stated["lower"])
+    hi = dict(forecast_upper).get(stated["made_at"], stated["upper"])
+    if not (math.isclose(lo, stated["lower"], rel_tol=2e-3) and math.isclose(hi, stated["upper"], rel_tol=2e-3)):
+        problems.append(f"the verdict's interval [{stated['lower']}, {stated['upper']}] is not the one served "
+                        f"for the forecast made at step {stated['made_at']} ([{lo:.5g}, {hi:.5g}])")
     expected = data_word(observed, lo, hi)
     info["data_word"] = expected
     if stated["word"] != expected:
@@ -538,15 +478,12 @@ def behind_problems(behind_series, fault_step: int, text: str) -> tuple[list[str
     """Problems when a faulty run shows no behind-trend mark after the fault: the behind-trend
     series (% above the trend) never above zero from the fault on, or no text saying so."""
     after = [(s, v) for s, v in behind_series if s >= fault_step and v > 0]
-    info = {"first_step_behind": after[0][0] if after else None,
-            "largest_percent_above": max((v for _, v in after), default=0.0)}
-    problems = []
-    if not after:
-        problems.append(f"no behind-trend mark after the fault at step {fault_step}: the series "
-                        f"{TAGS.behind!r} never rises above zero")
+    problems = [] if after else [(f"no behind-trend mark after the fault at step {fault_step}: the series "
+                                  f"{TAGS.behind!r} never rises above zero")]
     if not re.search(r"Behind trend since step|behind from step", text):
         problems.append("the Text dashboard does not say that the run fell behind its trend")
-    return problems, info
+    return problems, {"first_step_behind": after[0][0] if after else None,
+                      "largest_percent_above": max((v for _, v in after), default=0.0)}
 
 
 # ------------------------------------------------------------------------------ the check
@@ -573,14 +510,11 @@ def check_run(logdir: str, chromium: str, *, fault_step: int | None = None, pref
             problems += [f"{name}: the page does not show {text!r}" for text, ok in page["found"].items() if not ok]
         distances = {}
         for name in ("timeseries", "custom_scalars"):
-            found, distances[name] = colour_problems(pages[name]["colours"], data.prefix, name)
+            found, distances[name] = colour_problems(pages[name]["colours"], name)
             problems += found
-        series_text = pages["timeseries"]["text"]
-        first = series_text.find("/" + TAGS.forecast.split("/", 1)[1])
-        for tag in ("epoch", "hp_metric"):
-            at = series_text.find("\n" + tag + "\n")
-            if first < 0 or 0 <= at < first:
-                problems.append(f"timeseries: {tag!r} comes before the Scaling law cards")
+        text, first = pages["timeseries"]["text"], pages["timeseries"]["text"].find(PAGES[0][2][0])
+        problems += [f"timeseries: {tag!r} comes before the Scaling law cards" for tag in ("epoch", "hp_metric")
+                     if first < 0 or 0 <= text.find(f"\n{tag}\n") < first]
         forecast_run = data.run(RUN_FORECAST)
         lower = data.scalars(forecast_run, TAGS.margin_forecast_lower)
         upper = data.scalars(forecast_run, TAGS.margin_forecast_upper)
@@ -611,8 +545,7 @@ def shrink_png(path: str, width: int) -> None:
     from PIL import Image
 
     image = Image.open(path).convert("RGB")
-    if image.width > width:
-        image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+    image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
     image.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
@@ -656,10 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.shrink:
-        for result in results:
-            for path in result["screenshots"]:
-                shrink_png(path, args.shrink)
+    for path in (p for r in results for p in r["screenshots"]) if args.shrink else ():
+        shrink_png(path, args.shrink)
     print(json.dumps({"ok": all(r["ok"] for r in results), "runs": results}, indent=2))
     return 0 if all(r["ok"] for r in results) else 1
 

@@ -128,8 +128,9 @@ def figure_jobs(monitor: Any, series, final: bool = True) -> dict:
     fc = None
     if _fit_ok(forecast) and steps.size:
         start = max(float(getattr(forecast, "step", steps[-1])), 1.0)
-        grid = np.linspace(start, max(end_step, start + 1.0), 60)
-        proj = (grid, *fit_curve_on_steps(forecast, arrays, grid, level))
+        if end_step > start * 1.01:  # still ahead: the newest fit projected to the planned end
+            grid = np.linspace(start, end_step, 60)
+            proj = (grid, *fit_curve_on_steps(forecast, arrays, grid, level))
         if finite(getattr(forecast, "final_loss", None)) and finite(planned):
             fc = (float(forecast.final_loss), float(forecast.lower), float(forecast.upper))
     if episode is not None and _fit_ok(episode.held):

@@ -249,7 +249,7 @@ def _finish(ax, title: str) -> None:
     """The title (wrapped, at most two lines) and the legend below the axes."""
     ax.set_title(textwrap.fill(title, 86, max_lines=2, placeholder=" ..."), fontsize=9)
     ax.grid(True, which="major", alpha=0.25)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
 
 
 def loss_vs_compute_figure(
