@@ -66,7 +66,7 @@ def test_each_judgement_fails_when_the_page_disagrees_with_the_data():
         "the Text dashboard states no final verdict"]
     # colours too close; no behind-trend mark after the fault
     problems, _ = page_check.colour_problems({"a/scaling_observed": "#0077bb", "a/scaling_forecast": "#0078bc",
-                                              "a/scaling_trend": "#cc3311"}, "a/", "timeseries")
+                                              "a/scaling_trend": "#cc3311"}, "timeseries")
     assert len(problems) == 1 and "cannot be told apart" in problems[0]
     problems, _ = page_check.behind_problems([(100, 0.0), (150, 4.0), (200, 0.0)], 160, "On trend")
     assert len(problems) == 2
