@@ -14,8 +14,8 @@ the data TensorBoard serves. It prints a JSON result; exit status 0 (passed), 1 
 failed) or 2 (could not run: no chromium, TensorBoard did not start).
 
     python scripts/tensorboard_page_check.py --out page_check     # the two replays
-    python scripts/tensorboard_page_check.py --logdir runs/clean/version_0 --name clean \
-        --logdir runs/fault/version_0 --fault-step 400 --name fault --out docs --shrink 1100
+    python scripts/tensorboard_page_check.py --run clean runs/clean/version_0 0 \
+        --run fault runs/fault/version_0 400 --out docs --shrink 1100
 
 The second made the README's screenshots (docs/tensorboard_*.png), from the GPT example
 (``examples/gpt/train.py``, clean and with ``--inject-fault 400``).
@@ -551,13 +551,11 @@ def shrink_png(path: str, width: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--logdir", action="append", help="check this run (its directory); repeatable")
-    parser.add_argument("--fault-step", action="append", type=int,
-                        help="with --logdir, one each: the step the run's fault starts at (0: a clean run)")
+    parser.add_argument("--run", nargs=3, action="append", metavar=("NAME", "DIR", "FAULT_STEP"),
+                        help="check this run instead (its directory; FAULT_STEP 0: a clean run); repeatable")
     parser.add_argument("--replay", metavar="CSV", default=DEFAULT_CURVE, help="the curve the default runs replay")
     parser.add_argument("--fault", type=float, default=DEFAULT_FAULT, help="relative loss fault of the faulty replay")
     parser.add_argument("--out", default="page_check", help="folder for the screenshots and figures")
-    parser.add_argument("--name", action="append", help="with --logdir, one each: its screenshots' file prefix")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--shrink", type=int, metavar="WIDTH", help="scale the screenshots to WIDTH pixels")
@@ -571,10 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="ls-page-check-")
     results = []
     try:
-        if args.logdir:
-            faults = list(args.fault_step or []) + [0] * (len(args.logdir) - len(args.fault_step or []))
-            names = list(args.name or []) + [f"run{i}" for i in range(len(args.logdir))][len(args.name or []):]
-            runs = [(n, d, f or None) for n, d, f in zip(names, args.logdir, faults)]
+        if args.run:
+            runs = [(name, directory, int(fault) or None) for name, directory, fault in args.run]
         else:
             clean, _ = make_replay_run(os.path.join(tmp, "clean"), args.replay)
             faulty, fault_step = make_replay_run(os.path.join(tmp, "fault"), args.replay, fault=args.fault)

@@ -74,5 +74,5 @@ def test_each_judgement_fails_when_the_page_disagrees_with_the_data():
 
 def test_page_check_reports_a_missing_chromium(monkeypatch, capsys):
     monkeypatch.setenv("LS_CHROMIUM", "/nonexistent/chromium")
-    assert page_check.main(["--logdir", "."]) == 2
+    assert page_check.main(["--run", "x", ".", "0"]) == 2
     assert "no chromium" in capsys.readouterr().err

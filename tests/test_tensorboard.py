@@ -341,8 +341,13 @@ def test_the_layout_follows_the_law_in_use(tmp_path):
                                (30, ("convex_bound", ("L0", "A", "alpha", "C")))):
         trainer.global_step = step
         fit = SimpleNamespace(ok=True, law=law, params=dict.fromkeys(names, 1.0))
-        sink.on_refit(trainer, None, monitor, forecast(step, 2.0, 1.9, 2.1, target=100, fit=fit, law=law))
+        f = forecast(step, 2.0, 1.9, 2.1, target=100, fit=fit, law=law)
+        f.target_loss = 1.95  # the target line: a run of its own in the forecast chart
+        sink.on_refit(trainer, None, monitor, f)
+    sink.close()
     writer.close()
+    target = reload(tmp_path / tb.RUN_TARGET).Scalars(tb.PanelTags().forecast)
+    assert [e.step for e in target] == [10, 20, 30] and target[-1].value == pytest.approx(1.95)
     layouts = reload(tmp_path).Tensors(tb.LAYOUT_TAG)
     assert [e.step for e in layouts] == [10, 30]  # rewritten when the law changed, at a later step
     last = layout_pb2.Layout.FromString(layouts[-1].tensor_proto.string_val[0])

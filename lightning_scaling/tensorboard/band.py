@@ -28,12 +28,13 @@ class TrendBand(NamedTuple):
     upper: np.ndarray  #: upper end of the band at each x
 
 
-def tabulate_band(forecast, points: int = BAND_POINTS) -> TrendBand:
+def tabulate_band(forecast, points: int = BAND_POINTS, level: float | None = None) -> TrendBand:
     """The forecast's fit tabulated from its first point to 1.5x past the planned end (or
     its last point, or twice its first, whichever is furthest).
 
     Reads of ``forecast``: ``fit`` (``x_first``, ``x_last``, ``predict``, ``interval``),
-    ``x_axis``, ``target_step``/``target_tokens``/``target_flops``, ``level``.
+    ``x_axis``, ``target_step``/``target_tokens``/``target_flops``, ``level`` (the band's,
+    unless ``level`` is given).
     """
     fit = forecast.fit
     axis = getattr(forecast, "x_axis", "step")
@@ -42,7 +43,7 @@ def tabulate_band(forecast, points: int = BAND_POINTS) -> TrendBand:
     first = fit.x_first if finite(fit.x_first) and fit.x_first > 0 else 1.0
     last = max(v for v in (fit.x_last, end, first * 2.0) if finite(v))
     grid = np.geomspace(first, 1.5 * last, points)
-    level = getattr(forecast, "level", 0.9)
+    level = level if level is not None else getattr(forecast, "level", 0.9)
     with np.errstate(all="ignore"):
         trend = np.asarray(fit.predict(grid), dtype=float)
         lo, hi = (np.asarray(v, dtype=float) for v in fit.interval(grid, level=level))

@@ -99,7 +99,7 @@ def _decimal_axis(axis, log: bool) -> None:
     """Plain decimal tick labels ("1.4", "1.6", "2"), about six of them, also on a log axis."""
     from matplotlib import ticker
 
-    axis.set_major_locator(ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_locator(ticker.MaxNLocator(nbins=9, steps=[1, 2, 2.5, 5, 10]))
     axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
     if log:
         axis.set_minor_locator(ticker.NullLocator())

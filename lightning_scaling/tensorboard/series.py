@@ -5,6 +5,7 @@ What goes where is in ``layout``'s docstring; what the numbers are is in ``state
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -23,7 +24,7 @@ from .layout import (
     clean_name,
 )
 from .numeric import finite
-from .state import PanelState, Point
+from .state import END_LEVEL, PanelState, Point
 from .subruns import SeriesRuns
 from .verdict import informative
 from .writing import write_layout, write_scalars
@@ -67,7 +68,7 @@ class ScalarSeries:
         self.due: list[Point] = []
         self._next_write = 0  # the next optimizer step whose point is written
         self._last_flush = time.monotonic()
-        self._bands: OrderedDict[int, TrendBand] = OrderedDict()  # id(forecast) -> its tabulated band
+        self._bands: OrderedDict[tuple, TrendBand] = OrderedDict()  # (id(forecast), level) -> its band
         self._written_forecasts = 0
         self._last_forecast_step = -1
         self._layout_step = -1
@@ -164,11 +165,12 @@ class ScalarSeries:
         write_layout(writer, self.layout, self._layout_step)
         self.layout_key = key
 
-    def _band(self, forecast) -> TrendBand:
-        band = self._bands.get(id(forecast))
+    def _band(self, forecast, level: float | None = None) -> TrendBand:
+        key = (id(forecast), level)
+        band = self._bands.get(key)
         if band is None or band.fit is not forecast.fit:
-            band = self._bands[id(forecast)] = tabulate_band(forecast)
-            while len(self._bands) > 4:
+            band = self._bands[key] = tabulate_band(forecast, level=level)
+            while len(self._bands) > 6:
                 self._bands.popitem(last=False)
         return band
 
@@ -181,7 +183,10 @@ class ScalarSeries:
             if finite(x) and x > 0:
                 trend, lo, hi = band_at(self._band(forecast), float(x), getattr(forecast, "level", 0.9))
                 point.trend_step = int(forecast.step)
-                state.place(point, trend, lo, hi, episode)
+                end_upper = math.nan
+                if episode is not None and episode.held is forecast:  # the central band it must return to
+                    end_upper = band_at(self._band(forecast, END_LEVEL), float(x), END_LEVEL)[2]
+                state.place(point, trend, lo, hi, episode, end_upper)
         observed = {tags.loss: point.loss, tags.margin_loss: point.loss, tags.margin_loss_lower: point.loss,
                     tags.margin_loss_upper: point.loss}
         if finite(point.trend):

@@ -11,9 +11,9 @@ The sink receives the raw observations, every forecast and the monitor's events 
   so that the comparison is a test and not the fit of the same points;
 - the **episodes** behind the trend: each starts at a behind-trend event and holds the fit
   the run fell behind (the monitor's reference, else the newest forecast made before the
-  episode began) until the smoothed loss is back inside that fit's band for
-  ``END_AFTER`` written points in a row. A fault the later fits absorb stays visibly above
-  the held band, however the monitor's own episode ends;
+  episode began) until the smoothed loss is back near that fit's trend (``END_LEVEL``,
+  ``END_MARGIN``, ``END_AFTER``). A fault the later fits absorb stays visibly above the held
+  band, however the monitor's own episode ends;
 - the other events (divergence, stop, reference) as marks.
 
 Nothing here writes; ``series.ScalarSeries`` writes what this computes.
@@ -38,7 +38,12 @@ MAX_SMOOTHING_OBSERVATIONS = 200
 #: The trend a step is compared with comes from a fit whose data ended at least this share of
 #: the run earlier (the monitor's default ``trend_lag``).
 TREND_LAG_FRACTION = 0.05
-#: Written points in a row inside the held band that end an episode.
+#: An episode ends when the smoothed loss is back under the held fit's central ``END_LEVEL``
+#: band plus ``END_MARGIN`` of the trend (the band and margin the monitor's behind-trend check
+#: starts an episode above, by default) for ``END_AFTER`` written points in a row. Its 90%
+#: band is too wide for that: a fit made early leaves room for a lasting fault inside it.
+END_LEVEL = 0.5
+END_MARGIN = 0.015
 END_AFTER = 3
 
 
@@ -209,10 +214,12 @@ class PanelState:
                 return f, episode
         return None, episode
 
-    def place(self, point: Point, trend: float, lower: float, upper: float, episode: Episode | None) -> None:
+    def place(self, point: Point, trend: float, lower: float, upper: float, episode: Episode | None,
+              end_upper: float = math.nan) -> None:
         """Set ``point``'s trend and band (the trend of :meth:`trend_forecast`) and how far it
-        is behind; an episode whose held band the smoothed loss is back inside for
-        ``END_AFTER`` points in a row ends here."""
+        is behind; an episode ends here when the smoothed loss has been under ``end_upper``
+        (the held fit's ``END_LEVEL`` band upper end; NaN: ``upper``) plus ``END_MARGIN`` of the
+        trend for ``END_AFTER`` points in a row."""
         point.trend, point.lower, point.upper = trend, lower, upper
         point.behind = 0.0
         if episode is None or episode.end is not None or not finite(trend) or trend <= 0:
@@ -220,7 +227,8 @@ class PanelState:
         excess = 100.0 * (point.loss / trend - 1.0)
         episode.excess = excess
         episode.peak = max(episode.peak, excess)
-        episode._inside = episode._inside + 1 if finite(upper) and point.loss <= upper else 0
+        limit = (end_upper if finite(end_upper) else upper) + END_MARGIN * trend
+        episode._inside = episode._inside + 1 if finite(limit) and point.loss <= limit else 0
         if episode._inside >= END_AFTER:
             episode.end = point.step
             return

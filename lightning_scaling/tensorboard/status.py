@@ -72,7 +72,8 @@ def headline(state: PanelState, point: Point | None, forecast: Any, *, finished:
     if finished:
         verdict, _ = verdict_of(state, point)
         if verdict is not None:
-            parts.append(f"final: {verdict.word} (forecast of step {int(verdict.forecast.step):,})")
+            parts.append(f"final verdict: {verdict.word} (against the forecast made at step "
+                         f"{int(verdict.forecast.step):,})")
     if forecast is not None and finite(getattr(forecast, "final_loss", None)):
         parts.append(f"heading for {format_number(forecast.final_loss)} "
                      f"[{format_number(forecast.lower)}, {format_number(forecast.upper)}]")
