@@ -541,12 +541,11 @@ def check_run(logdir: str, chromium: str, *, fault_step: int | None = None, pref
 
 
 def shrink_png(path: str, width: int) -> None:
-    """Scale a screenshot to ``width`` pixels and reduce it to 128 colours (Pillow)."""
+    """Scale a screenshot to ``width`` pixels (Pillow); full colour, so the series keep theirs."""
     from PIL import Image
 
     image = Image.open(path).convert("RGB")
-    image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
-    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    image.resize((width, round(image.height * width / image.width)), Image.LANCZOS).save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,11 +107,14 @@ def _decimal_axis(axis, log: bool) -> None:
 
 
 def _compute_axis(axis) -> None:
-    """Log axis of a count that spans decades (FLOPs, tokens): labels like "3e+12", ticks at
-    1x, 2x and 5x of each decade."""
+    """Log axis of a count (FLOPs, tokens): labels like "3e12", ticks at 1x, 2x and 5x of each
+    decade, and at 3x and 7x too when the axis spans less than a decade and a half."""
     from matplotlib import ticker
 
-    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=12))
+    lo, hi = axis.get_view_interval()
+    narrow = lo > 0 and hi / lo < 30.0
+    subs = (1.0, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)
+    axis.set_major_locator(ticker.LogLocator(subs=subs, numticks=12))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+0", "e").replace("e+", "e")))
     axis.set_minor_locator(ticker.NullLocator())
     axis.set_minor_formatter(ticker.NullFormatter())

@@ -8,7 +8,8 @@ The sink receives the raw observations, every forecast and the monitor's events 
   panel shows as "observed" and the final verdict judges;
 - the **trend** it is compared with: the newest forecast whose data ended at least 5% of the
   run earlier (``TREND_LAG_FRACTION``, what the monitor's behind-trend check compares with),
-  so that the comparison is a test and not the fit of the same points;
+  so that the comparison is a test and not the fit of the same points, and whose forecast is
+  informative (``verdict.informative``: early fits' bands would flatten the chart);
 - the **episodes** behind the trend: each starts at a behind-trend event and holds the fit
   the run fell behind (the monitor's reference, else the newest forecast made before the
   episode began) until the smoothed loss is back near that fit's trend (``END_LEVEL``,
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .numeric import finite
+from .verdict import informative
 
 #: Share of the planned run (of the steps so far when the end is unknown) the smoothed loss
 #: averages over: the monitor's default behind-trend window.
@@ -210,7 +212,8 @@ class PanelState:
             return episode.held, episode
         limit = step - self.lag_steps(step)
         for f in reversed(self.forecasts):
-            if f.step <= limit:
+            # a fit whose forecast is too uncertain to be drawn is no trend to draw either
+            if f.step <= limit and (informative(f) or not finite(getattr(f, "final_loss", None))):
                 return f, episode
         return None, episode
 
