@@ -117,10 +117,10 @@ def test_state_smooths_compares_with_a_lagged_fit_and_holds_it_through_an_episod
     state.on_event({"kind": "divergence", "step": 150, "message": "spike"})
     episode = state.on_event({"kind": "behind_trend", "step": 162, "message": "behind",
                               "detail": {"since_step": 150, "reference_step": 120}})
-    assert episode.held is fits[120] and episode.since == 150 and state.open_episode is episode
+    assert episode.held is fits[140] and episode.since == 150 and state.open_episode is episode  # newest before
     assert state.on_event({"kind": "behind_trend", "step": 170, "message": "again"}) is None  # same episode
     assert [m.kind for m in state.marks] == ["divergence", "behind_trend", "behind_trend"]
-    assert state.trend_forecast(155) == (fits[120], episode)  # the held fit, from the onset on
+    assert state.trend_forecast(155) == (fits[140], episode)  # the held fit, from the onset on
     for i, loss in enumerate([2.3, 2.3, 2.0, 2.0, 2.0, 2.0]):  # 15% above, then back inside its band
         p = tb.state.Point(step=170 + 10 * i, loss=loss, raw=loss, n=10, x={})
         state.place(p, 2.0, 1.9, 2.1, episode)
@@ -307,12 +307,12 @@ def test_a_fault_stays_above_the_held_trend_and_the_verdict_says_missed(tmp_path
     sink = run_sink(tmp_path, monitor, losses, events=[(215, behind)], figures=True)
     assert monitor.read == set(MONITOR_ATTRIBUTES)  # read through MonitorView only
     tags = sink.tags
-    held = next(f for f in monitor.forecasts if f.step == 180)
+    held = next(f for f in monitor.forecasts if f.step == 200)  # the newest made before the onset (201)
     trend = {e.step: e.value for e in reload(tmp_path / tb.RUN_TREND).Scalars(tags.loss)}
     upper = {e.step: e.value for e in reload(tmp_path / tb.RUN_UPPER).Scalars(tags.loss)}
     observed = {e.step: e.value for e in reload(tmp_path / tb.RUN_OBSERVED).Scalars(tags.loss)}
     behind_pct = {e.step: e.value for e in reload(tmp_path / tb.RUN_OBSERVED).Scalars(tags.behind)}
-    # after the fault the trend is the held fit (from step 180), not the later fits that absorbed it
+    # after the fault the trend is the held fit (from step 200), not the later fits that absorbed it
     assert trend[400] == pytest.approx(float(held.fit.predict(395.5)), rel=2e-3)
     assert all(observed[s] > upper[s] for s in range(250, 401, 5))
     assert behind_pct[400] == pytest.approx(100 * (observed[400] / trend[400] - 1), rel=1e-3) and behind_pct[400] > 5
@@ -322,7 +322,7 @@ def test_a_fault_stays_above_the_held_trend_and_the_verdict_says_missed(tmp_path
     texts = ea.Tensors(tags.summary + "/text_summary")
     assert len(texts) >= 3 and texts[0].step < 100  # written at refits, not only at the end
     md = texts[-1].tensor_proto.string_val[0].decode()
-    assert "**Final verdict: missed (above)**" in md and "forecast made at step 180" in md
+    assert "**Final verdict: missed (above)**" in md and "forecast made at step 200" in md
     assert "**Behind trend since step 201**" in md and "Heading for" in md
     assert set(ea.Tags()["images"]) == {tags.figure_trend, tags.figure_compute}
     assert tb.missing_tags(sink.layout, {t for d in [tmp_path, *[tmp_path / r for r in tb.SERIES_RUNS[:5]]]

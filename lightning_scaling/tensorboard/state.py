@@ -11,8 +11,8 @@ The sink receives the raw observations, every forecast and the monitor's events 
   so that the comparison is a test and not the fit of the same points, and whose forecast is
   informative (``verdict.informative``: early fits' bands would flatten the chart);
 - the **episodes** behind the trend: each starts at a behind-trend event and holds the fit
-  the run fell behind (the monitor's reference, else the newest forecast made before the
-  episode began) until the smoothed loss is back near that fit's trend (``END_LEVEL``,
+  the run fell behind (the newest forecast made before the episode began, by the onset the
+  event gives) until the smoothed loss is back near that fit's trend (``END_LEVEL``,
   ``END_MARGIN``, ``END_AFTER``). A fault the later fits absorb stays visibly above the held
   band, however the monitor's own episode ends;
 - the other events (divergence, stop, reference) as marks.
@@ -170,15 +170,14 @@ class PanelState:
         return episode
 
     def _held_forecast(self, reference_step, since: int):
-        """The forecast the run fell behind: the monitor's reference (by the step its data
-        ended), else the newest made before the episode began."""
-        if finite(reference_step):
-            for f in reversed(self.forecasts):
-                if int(f.step) == int(reference_step):
-                    return f
+        """The forecast the run fell behind: the newest made before the episode began (the
+        most informed one the shift cannot have touched), else the monitor's reference (by the
+        step its data ended)."""
         for f in reversed(self.forecasts):
             if f.step < since:
                 return f
+        if finite(reference_step):
+            return next((f for f in reversed(self.forecasts) if int(f.step) == int(reference_step)), None)
         return None
 
     # -- reading ----------------------------------------------------------------------------
