@@ -498,6 +498,8 @@ def check_run(logdir: str, chromium: str, *, fault_step: int | None = None, pref
         data = Data(base, layout)
         observed = data.scalars(data.run(RUN_OBSERVED), TAGS.loss)
         last_step = observed[-1][0] if observed else 0
+        trend_end = max((st for st, _ in data.scalars(data.run(RUN_TREND), TAGS.loss)), default=None)
+        problems += [] if trend_end == last_step else [f"the trend stops at step {trend_end}, before {last_step}"]
         charts = data.chart_points()
         for title, (count, largest) in charts.items():
             if not count:
@@ -535,7 +537,8 @@ def check_run(logdir: str, chromium: str, *, fault_step: int | None = None, pref
                     fh.write(png)
                 figures[tag] = path
     return {"ok": not problems, "problems": problems, "logdir": logdir, "fault_step": fault_step,
-            "last_step": last_step, "charts": {t: {"points": c, "last_step": s} for t, (c, s) in charts.items()},
+            "last_step": last_step, "trend_last_step": trend_end,
+            "charts": {t: {"points": c, "last_step": s} for t, (c, s) in charts.items()},
             "colour_distances": distances, "verdict": verdict, "behind": behind,
             "screenshots": [p["screenshot"] for p in pages.values() if p["screenshot"]], "figures": figures}
 

@@ -29,8 +29,9 @@ def test_scaling_law_panels_on_a_clean_and_a_faulty_run(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert code == 0, [r["problems"] for r in result["runs"]]
     clean, fault = result["runs"]
-    # every chart of the layout has points past the first 10% of the run
+    # every chart of the layout has points past the first 10% of the run; the trend reaches the end
     assert all(c["points"] and c["last_step"] > 0.1 * clean["last_step"] for c in clean["charts"].values())
+    assert clean["trend_last_step"] == clean["last_step"] and fault["trend_last_step"] == fault["last_step"]
     # observed, forecast and trend in colours far apart, on the landing page and on Custom Scalars
     for run in (clean, fault):
         for page in ("timeseries", "custom_scalars"):

@@ -29,8 +29,10 @@ class TrendBand(NamedTuple):
 
 
 def tabulate_band(forecast, points: int = BAND_POINTS, level: float | None = None) -> TrendBand:
-    """The forecast's fit tabulated from its first point to 1.5x past the planned end (or
-    its last point, or twice its first, whichever is furthest).
+    """The forecast's fit tabulated from its first point to the planned end (if the end is
+    unknown: to 1.5x past its last point, or twice its first, whichever is furthest). Not past
+    a known end: a schedule-aware fit knows the LR up to the end only, and a grid point past
+    it (NaN) would spoil the interpolation below it.
 
     Reads of ``forecast``: ``fit`` (``x_first``, ``x_last``, ``predict``, ``interval``),
     ``x_axis``, ``target_step``/``target_tokens``/``target_flops``, ``level`` (the band's,
@@ -41,8 +43,11 @@ def tabulate_band(forecast, points: int = BAND_POINTS, level: float | None = Non
     end = {"step": forecast.target_step, "tokens": getattr(forecast, "target_tokens", None),
            "flops": getattr(forecast, "target_flops", None)}.get(axis)
     first = fit.x_first if finite(fit.x_first) and fit.x_first > 0 else 1.0
-    last = max(v for v in (fit.x_last, end, first * 2.0) if finite(v))
-    grid = np.geomspace(first, 1.5 * last, points)
+    if finite(end) and end > first:
+        last = float(end)
+    else:
+        last = 1.5 * max(v for v in (fit.x_last, first * 2.0) if finite(v))
+    grid = np.geomspace(first, last, points)
     level = level if level is not None else getattr(forecast, "level", 0.9)
     with np.errstate(all="ignore"):
         trend = np.asarray(fit.predict(grid), dtype=float)

@@ -95,6 +95,7 @@ class TensorBoardSink:
         self._wall_t0 = 0.0
         self._text_step: int | None = None  # step of the last summary text
         self._events_seen = 0  # events when the last summary text was written
+        self._finished = False  # a fit ended (the next setup starts afresh)
         #: seconds spent in this sink by kind of work ("figures": the periodic ones, "end": the
         #: final figures and text): wall clock, and CPU time of the calling thread
         self.stopwatch = Stopwatch(("observations", "refits", "figures", "end"))
@@ -152,6 +153,8 @@ class TensorBoardSink:
 
     # -- hooks ---------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, monitor) -> None:
+        if self._finished:  # a new fit: its own series, state and text
+            self.series, self._text_step, self._events_seen, self._finished = None, None, 0, False
         self._ensure_setup(trainer)
         self._wall_t0 = time.time() - 1.0  # this fit's start (file times can be coarse)
         self.figure_updates.setup()
@@ -193,6 +196,7 @@ class TensorBoardSink:
         series.ensure_forecast_written()
         self.stopwatch.account("observations", t)
         figures = self.figure_updates
+        self._finished = True
         try:
             # with a helper: the final job is sent now and drawn while the rest is written
             figures.write_final(trainer, view)
@@ -207,6 +211,7 @@ class TensorBoardSink:
 
     def on_exception(self, trainer, pl_module, monitor, exception) -> None:
         """Training failed: write what is buffered and end the figure helper (no final figures)."""
+        self._finished = True
         self.close()
 
     def close(self) -> None:
