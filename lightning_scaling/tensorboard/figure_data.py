@@ -190,7 +190,8 @@ def _compute_job(view, arrays, series, forecast, episode, end_step, fc, episodes
         "smooth_loss": np.array([p.loss for p in points], dtype=float) if points else None,
         "grid_x": grid_x, "trend": trend, "lower": lower, "upper": upper, "held_x": held_x, "held_trend": held_trend,
         "planned_end": float(on_x([end_step])[0]) if finite(planned) else None, "forecast": fc,
-        "episodes": [(float(on_x([s])[0]), None if e is None else float(on_x([e])[0]), text) for s, e, text in episodes],
+        "episodes": [(float(on_x([s])[0]), None if e is None else float(on_x([e])[0]), text)
+                     for s, e, text in episodes],
         "marks": [(float(on_x([s])[0]), kind) for s, kind in marks],
         "level": level, "law": getattr(forecast, "law", None),
         "title": f"{name} vs {label}, log-log: the law over its fitted range",
