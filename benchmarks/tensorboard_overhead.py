@@ -6,9 +6,10 @@ their own imports, matplotlib included):
 
 - ``off``: TensorBoardLogger + ScalingLawMonitor with its TensorBoard sink switched off
   (``monitor.tensorboard = False``): the monitor's own logging through ``pl_module.log``;
-- ``on``:  the same with the sink the monitor adds by itself (layout, per-step series every
-  ``log_every_n_steps`` steps, forecasts and parameters at each refit, budgeted figures,
-  final figures and markdown summary).
+- ``on``:  the same with the sink the monitor adds by itself (every observation into the
+  smoothed loss, the per-step series of the series' own runs every ``log_every_n_steps``
+  steps, forecasts and parameters at each refit, layout, summary text at refits, budgeted
+  figures, final figures and markdown summary).
 
 Reported, for the ``on`` runs (medians):
 
@@ -109,7 +110,7 @@ def one_run(mode: str, steps: int, width: int, batch: int, threads: int, log_eve
 
             ea = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
             ea.Reload()
-            tags = ("scaling/figure/loss_vs_compute", "scaling/figure/forecast_history")
+            tags = (sink.tags.figure_trend, sink.tags.figure_compute)
             out["final_figures_in_event_file"] = done and all(
                 tag in ea.Tags()["images"] and ea.Images(tag)[-1].step == steps for tag in tags)
             timings = dict(sink.timings)

@@ -1,27 +1,24 @@
 #!/usr/bin/env python
-"""Check the "Scaling law" panels in a real browser: TensorBoard + headless Chromium.
+"""Check the "Scaling law" panels as a user sees them: real TensorBoard, headless Chromium.
 
-1. Without --logdir, trains a tiny model with ``ScalingLawMonitor`` and a TensorBoardLogger
-   into a temporary directory (the run the panels are drawn from); with --replay CSV, replays
-   a recorded loss curve through the same Trainer + monitor instead (``ReplayModule``).
-2. Starts ``tensorboard --logdir DIR --host 127.0.0.1 --port <free>`` and waits until its
-   custom-scalars layout route serves the "Scaling law" category.
-3. Asks TensorBoard's own data routes for every tag of the layout: each must have points.
-4. Opens the Custom Scalars dashboard in headless Chromium (Debian's ``chromium``), driven
-   over the DevTools protocol on a pipe (``--remote-debugging-pipe``: no extra Python
-   packages), waits until the chart cards have rendered, reads the text of the page through
-   its shadow roots (TensorBoard's dashboards are web components, so ``--dump-dom`` does not
-   show them) and saves a screenshot.
-5. Stops Chromium and TensorBoard, prints a JSON result; exit status 0 when every check
-   passed, 1 when one failed, 2 when it could not run (no chromium, TensorBoard did not start).
+By default a recorded loss curve is replayed twice through a real Trainer with
+``ScalingLawMonitor``: clean, and with a fault halfway (the loss +6% from then on). Each run is
+served by TensorBoard on 127.0.0.1 and opened in Chromium (Debian's ``chromium``, driven over
+the DevTools protocol on a pipe): Time Series (where TensorBoard lands), Custom Scalars, Text
+and Images, each saved as a screenshot, the figures too. The check fails when a "Scaling law"
+chart has no points or only points from the first 10% of the run; when the observed loss and
+the forecast (or the trend) cannot be told apart by colour on Time Series or Custom Scalars, or
+``epoch``/``hp_metric`` come before the "Scaling law" cards; when a faulty run shows no
+behind-trend mark after the fault; when the final verdict in the Text dashboard disagrees with
+the data TensorBoard serves. It prints a JSON result; exit status 0 (passed), 1 (a check
+failed) or 2 (could not run: no chromium, TensorBoard did not start).
 
-    python scripts/tensorboard_page_check.py --screenshot page.png
+    python scripts/tensorboard_page_check.py --out page_check     # the two replays
+    python scripts/tensorboard_page_check.py --run clean runs/clean/version_0 0 \
+        --run fault runs/fault/version_0 400 --out docs --shrink 1100
 
-The README's docs/tensorboard.png (a modded-nanogpt 124M run replayed):
-
-    python scripts/tensorboard_page_check.py --replay \
-        tests/data/curves/modded_nanogpt_ValueEmbed_00008ea0.csv --n-params 124e6 \
-        --width 1280 --height 900 --shrink 1024 --screenshot docs/tensorboard.png
+The second made the README's screenshots (docs/tensorboard_*.png), from the GPT example
+(``examples/gpt/train.py``, clean and with ``--inject-fault 400``).
 """
 
 from __future__ import annotations
@@ -30,7 +27,9 @@ import argparse
 import base64
 import fcntl
 import json
+import math
 import os
+import re
 import select
 import shutil
 import socket
@@ -40,7 +39,9 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+
+from lightning_scaling.tensorboard.layout import CATEGORY, RUN_FORECAST, RUN_OBSERVED, RUN_TREND, PanelTags
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (
@@ -48,7 +49,17 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
 )
-CATEGORY = "Scaling law"
+TAGS = PanelTags()
+#: A chart must hold points later than this share of the run.
+EARLY_SHARE = 0.1
+#: Smallest CIE76 distance (Lab units) between two series' colours; about 2.3 is "just
+#: noticeable", and TensorBoard's palettes' neighbours differ by 40 or more.
+MIN_COLOUR_DISTANCE = 20.0
+#: The bundled curve the default runs replay, and the fault injected in one of them.
+DEFAULT_CURVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "data", "curves",
+                             "modded_nanogpt_ValueEmbed_00008ea0.csv")
+DEFAULT_FAULT = 0.06
+FAULT_AT = 0.5
 
 
 class PageCheckError(Exception):
@@ -73,63 +84,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# ------------------------------------------------------------------------------ the run
+# ------------------------------------------------------------------------------ the runs
 
 
-def make_demo_run(logdir: str, steps: int = 240) -> str:
-    """Train a tiny regression model with ScalingLawMonitor + TensorBoardLogger; returns the
-    logger's run directory. The monitor adds its TensorBoard sink by itself."""
-    import warnings
-
-    import torch
-
-    try:
-        import pytorch_lightning as pl
-        from pytorch_lightning.loggers import TensorBoardLogger
-    except ImportError:  # the lightning.pytorch flavour only
-        import lightning.pytorch as pl
-        from lightning.pytorch.loggers import TensorBoardLogger
-    from lightning_scaling import ScalingLawMonitor
-
-    class Tiny(pl.LightningModule):
-        flops_per_batch = 6 * (8 * 64 + 64 * 1) * 32  # 6 * parameters * samples per batch
-
-        def __init__(self):
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = torch.nn.functional.mse_loss(self(x), y)
-            self.log("train_loss", loss)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.02)
-
-    torch.set_num_threads(1)  # a tiny model: more threads only contend
-    torch.manual_seed(0)
-    x = torch.randn(8192, 8)
-    y = torch.sin(x.sum(1, keepdim=True)) + 0.1 * torch.randn(8192, 1)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True)
-    logger = TensorBoardLogger(logdir, name="demo")
-    monitor = ScalingLawMonitor(refit_every=max(4, steps // 12), background=False, tokens_per_batch=32)
-    trainer = pl.Trainer(max_steps=steps, logger=logger, callbacks=[monitor],
-                         enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, log_every_n_steps=5, accelerator="cpu",
-                         devices=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(Tiny(), loader)
-    return logger.log_dir
-
-
-def make_replay_run(logdir: str, csv_path: str, n_params: float | None = None) -> str:
+def make_replay_run(logdir: str, csv_path: str = DEFAULT_CURVE, *, fault: float = 0.0, name: str | None = None,
+                    n_params: float | None = 124e6) -> tuple[str, int | None]:
     """Replay a recorded curve (columns step, tokens, loss, lr) through a Trainer with
-    ScalingLawMonitor + TensorBoardLogger; returns the logger's run directory."""
+    ScalingLawMonitor + TensorBoardLogger; with ``fault``, every loss from ``FAULT_AT`` of the
+    recorded run on is ``1 + fault`` times higher. Returns (the logger's run directory, the
+    trainer step the fault starts at or None)."""
     import warnings
 
     import pytorch_lightning as pl
@@ -138,44 +101,39 @@ def make_replay_run(logdir: str, csv_path: str, n_params: float | None = None) -
     from lightning_scaling import ScalingLawMonitor
     from lightning_scaling.trainer.replay import ReplayModule
 
-    module = ReplayModule(csv_path, n_params=n_params)
-    name = os.path.splitext(os.path.basename(csv_path))[0]
+    probe = ReplayModule(csv_path, n_params=n_params)
+    start = FAULT_AT * float(probe.recorded_steps[-1])
+    perturb = (lambda step, loss: loss * (1.0 + fault) if step >= start else loss) if fault else None
+    module = ReplayModule(csv_path, n_params=n_params, perturb=perturb)
+    fault_step = next(g + 1 for g, s in enumerate(module.recorded_steps) if s >= start) if fault else None
+    name = name or os.path.splitext(os.path.basename(csv_path))[0] + ("_fault" if fault else "")
     logger = TensorBoardLogger(logdir, name=name)
     monitor = ScalingLawMonitor(refit_every=max(4, module.n_steps // 60), background=False)
     trainer = pl.Trainer(max_steps=module.n_steps, logger=logger, callbacks=[monitor], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False,
-                         log_every_n_steps=max(1, module.n_steps // 200), accelerator="cpu", devices=1)
+                         log_every_n_steps=max(1, module.n_steps // 100), accelerator="cpu", devices=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module)
-    return logger.log_dir
-
-
-def shrink_png(path: str, width: int) -> None:
-    """Scale a screenshot to ``width`` pixels and reduce it to 96 colours (Pillow)."""
-    from PIL import Image
-
-    image = Image.open(path).convert("RGB")
-    height = round(image.height * width / image.width)
-    image = image.resize((width, height), Image.LANCZOS)
-    image.quantize(colors=96, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    [sink.wait_for_figures(60) for sink in monitor.sinks if hasattr(sink, "wait_for_figures")]
+    return logger.log_dir, fault_step
 
 
 # ------------------------------------------------------------------------------ TensorBoard
 
 
-def _get_json(url: str, timeout: float = 5.0):
+def _get_json(url: str, timeout: float = 10.0, raw: bool = False):
     with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read().decode("utf-8"))
+        return resp.read() if raw else json.loads(resp.read().decode("utf-8"))
 
 
 @contextmanager
-def tensorboard_server(logdir: str, port: int | None = None, timeout: float = 40.0):
-    """Run TensorBoard on 127.0.0.1 until the layout route serves the "Scaling law" category;
-    yields (base_url, layout). Stops the server on exit."""
+def tensorboard_server(logdir: str, port: int | None = None, timeout: float = 60.0):
+    """Run TensorBoard on 127.0.0.1 until its layout route serves the "Scaling law" category
+    and the series' runs; yields (base_url, layout). Stops the server on exit."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-           "--port", str(port), "--load_fast", "false", "--reload_interval", "1"]
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port),
+           "--reload_interval", "1"]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -187,12 +145,11 @@ def tensorboard_server(logdir: str, port: int | None = None, timeout: float = 40
                 log.seek(0)
                 tail = log.read().decode("utf-8", "replace")[-800:]
                 raise PageCheckError(f"tensorboard exited with status {proc.returncode}: {tail}")
-            try:
+            with suppress(OSError, ValueError):
                 layout = _get_json(base + "/data/plugin/custom_scalars/layout", timeout=2.0)
-                if any(c.get("title") == CATEGORY for c in layout.get("category", [])):
+                if (any(c.get("title") == CATEGORY for c in layout.get("category", []))
+                        and any(r.endswith(RUN_OBSERVED) for r in _get_json(base + "/data/runs", timeout=2.0))):
                     break
-            except (OSError, ValueError):
-                pass
             time.sleep(0.25)
         else:
             raise PageCheckError(f"tensorboard served no {CATEGORY!r} layout within {timeout:.0f} s "
@@ -208,35 +165,55 @@ def tensorboard_server(logdir: str, port: int | None = None, timeout: float = 40
         log.close()
 
 
-def check_data_routes(base: str, layout: dict) -> dict:
-    """For every chart of the layout: does TensorBoard serve points for its tags?"""
-    runs = _get_json(base + "/data/runs")
-    scalar_tags = _get_json(base + "/data/plugin/scalars/tags")  # {run: {tag: {...}}}
-    charts = {}
-    for category in layout.get("category", []):
-        for chart in category.get("chart", []):
-            title = chart.get("title")
-            if "margin" in chart:
-                tags = {t for s in chart["margin"]["series"] for t in (s["value"], s["lower"], s["upper"])}
-                ok = all(any(t in scalar_tags.get(r, {}) for r in runs) for t in tags)
-                points = 0
-                if ok:
-                    for r in runs:
-                        for t in tags:
-                            if t in scalar_tags.get(r, {}):
-                                q = urllib.parse.urlencode({"run": r, "tag": t})
-                                points += len(_get_json(f"{base}/data/plugin/scalars/scalars?{q}"))
-            else:
-                points = 0
-                for regex in chart["multiline"]["tag"]:
-                    for r in runs:
-                        q = urllib.parse.urlencode({"run": r, "tag": regex})
-                        answer = _get_json(f"{base}/data/plugin/custom_scalars/scalars?{q}")
-                        points += sum(len(v) for v in answer.get("tag_to_events", {}).values())
-                ok = points > 0
-            charts[title] = {"category": category.get("title"), "kind": "margin" if "margin" in chart else "multiline",
-                             "has_data": bool(ok and points > 0), "points": points}
-    return {"runs": runs, "charts": charts}
+class Data:
+    """What TensorBoard serves of one run (the series' runs under it): its own routes."""
+
+    def __init__(self, base: str, layout: dict):
+        self.base, self.layout = base, layout
+        self.runs = _get_json(base + "/data/runs")
+        self.tags = _get_json(base + "/data/plugin/scalars/tags")  # {run: {tag: {...}}}
+        observed = [r for r in self.runs if r.endswith(RUN_OBSERVED)]
+        if len(observed) != 1:
+            raise PageCheckError(f"expected one {RUN_OBSERVED!r} run, found {observed or 'none'} (serve one run)")
+        self.prefix = observed[0][: -len(RUN_OBSERVED)]
+
+    def run(self, name: str) -> str:
+        return self.prefix + name
+
+    def scalars(self, run: str, tag: str) -> list[tuple[int, float]]:
+        """[(step, value)] of ``tag`` in ``run`` ([] when absent)."""
+        if tag not in self.tags.get(run, {}):
+            return []
+        q = urllib.parse.urlencode({"run": run, "tag": tag})
+        return [(int(e[1]), float(e[2])) for e in _get_json(f"{self.base}/data/plugin/scalars/scalars?{q}")]
+
+    def chart_points(self) -> dict:
+        """{chart title: (points, largest step)} for the charts of the "Scaling law" categories."""
+        charts = {}
+        for category in (c for c in self.layout.get("category", []) if c.get("title", "").startswith(CATEGORY)):
+            for chart in category.get("chart", []):
+                if "margin" in chart:
+                    wanted = {t for s in chart["margin"]["series"] for t in (s["value"], s["lower"], s["upper"])}
+                    match = wanted.__contains__
+                else:
+                    match = re.compile("|".join(f"(?:{rx})" for rx in chart["multiline"]["tag"])).match
+                steps = [s for run, tags in self.tags.items() for tag in tags if match(tag)
+                         for s, _ in self.scalars(run, tag)]
+                charts[chart.get("title")] = (len(steps), max(steps) if steps else None)
+        return charts
+
+    def images(self) -> dict[str, bytes]:
+        """{tag: PNG} of the newest image of each image tag of the main run."""
+        out = {}
+        listing = _get_json(self.base + "/data/plugin/images/tags")
+        for run, tags in listing.items():
+            for tag in tags:
+                q = urllib.parse.urlencode({"run": run, "tag": tag, "sample": 0})
+                entries = _get_json(f"{self.base}/data/plugin/images/images?{q}")
+                if entries:
+                    out[tag] = _get_json(f"{self.base}/data/plugin/images/individualImage?{entries[-1]['query']}",
+                                         raw=True)
+        return out
 
 
 # ------------------------------------------------------------------------------ Chromium
@@ -309,28 +286,29 @@ class DevTools:
         self.call("Runtime.enable")
 
     def close(self):
-        try:
+        with suppress(PageCheckError, OSError):
             self.call("Browser.close", session=False, timeout=5)
-        except (PageCheckError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         for fd in (self._to_browser, self._from_browser):
-            try:
+            with suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-# Collects the visible text and the custom elements of the page, through every shadow root.
+# The visible text of the page, through every shadow root, and the runs' colours: Time
+# Series' swatch buttons, the legacy dashboards' checkboxes (labelled by their row's text).
 _PAGE_PROBE = r"""
 (() => {
-  const texts = [], counts = {};
-  let lines = 0;
+  const texts = [], colours = {};
+  const label = (el) => {  // the first line of text of the element's row
+    for (let row = el, i = 0; row && i < 6; row = row.parentElement, i++)
+      if ((row.innerText || '').trim()) return row.innerText.trim().split('\n')[0].trim();
+    return '';
+  };
   const walk = (root) => {
     const it = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
     for (let n = it.currentNode; n; n = it.nextNode()) {
@@ -339,116 +317,280 @@ _PAGE_PROBE = r"""
         if (t) texts.push(t);
         continue;
       }
-      const name = n.localName || '';
-      if (name.includes('chart')) counts[name] = (counts[name] || 0) + 1;
-      if (name === 'path' && n.getAttribute('d') && n.getAttribute('d').length > 40) lines += 1;
+      if (n.classList && n.classList.contains('run-color-swatch')) {
+        colours[label(n)] = getComputedStyle(n).backgroundColor;
+      } else if (n.localName === 'paper-checkbox') {
+        const m = (n.getAttribute('style') || '').match(/--paper-checkbox-checked-color:\s*([^;]+)/);
+        if (m) colours[label(n)] = m[1].trim();
+      }
       if (n.shadowRoot) walk(n.shadowRoot);
     }
   };
   walk(document);
-  return JSON.stringify({texts, counts, lines, url: location.href});
+  return JSON.stringify({texts, colours, url: location.href});
 })()
 """
 
+#: The dashboards visited, what each must show before its screenshot, and the file suffix.
+PAGES = (  # Time Series shows a card's title as its group and the rest ("Scaling law", "/1 final ...")
+    ("timeseries", "", ("/" + TAGS.forecast.split("/", 1)[1], "/" + TAGS.loss.split("/", 1)[1])),
+    ("custom_scalars", "#custom_scalars", ("Forecast of the final loss", "Observed loss (smoothed)")),
+    ("text", "#text", ("Scaling law:",)),
+    ("images", "#images", ("figure: loss and trend",)),
+)
 
-def browse(chromium: str, url: str, screenshot: str | None, expected: list[str], *, width: int = 1400,
-           height: int = 1000, timeout: float = 40.0) -> dict:
-    """Open ``url`` in headless Chromium, wait until every text in ``expected`` is on the
-    page and curves are drawn, then take a screenshot. Returns what the page showed."""
+
+def browse(chromium: str, base: str, prefix: str | None, *, width: int = 1400, height: int = 1000,
+           timeout: float = 40.0, settle: float = 2.0) -> dict:
+    """Visit ``PAGES`` in headless Chromium; for each, wait until its texts show, let the
+    charts draw (``settle`` s), save ``<prefix>_<page>.png``; returns {page: {"text", "colours",
+    "found", "screenshot"}}."""
     browser = DevTools(chromium, width, height, timeout=timeout)
+    seen = {}
     try:
         browser.open_page()
         browser.call("Emulation.setDeviceMetricsOverride",
                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-        browser.call("Page.navigate", {"url": url})
-        deadline = time.monotonic() + timeout
-        seen: dict = {}
-        while time.monotonic() < deadline:
-            result = browser.call("Runtime.evaluate", {"expression": _PAGE_PROBE, "returnByValue": True})
-            value = result.get("result", {}).get("value")
-            seen = json.loads(value) if value else {}
-            page_text = "\n".join(seen.get("texts", []))
-            if all(e in page_text for e in expected) and seen.get("lines", 0) >= len(expected) - 1:
-                time.sleep(0.5)  # let the last charts finish their animation before the picture
-                break
-            time.sleep(0.4)
-        if screenshot:
-            shot = browser.call("Page.captureScreenshot", {"format": "png"})
-            with open(screenshot, "wb") as fh:
-                fh.write(base64.b64decode(shot["data"]))
-        page_text = "\n".join(seen.get("texts", []))
-        return {"found": {e: e in page_text for e in expected}, "chart_elements": seen.get("counts", {}),
-                "drawn_paths": seen.get("lines", 0), "url": seen.get("url")}
+        def probe() -> tuple[dict, str]:
+            value = browser.call("Runtime.evaluate", {"expression": _PAGE_PROBE, "returnByValue": True})
+            page = json.loads(value.get("result", {}).get("value") or "{}")
+            return page, "\n".join(page.get("texts", []))
+
+        for name, fragment, expected in PAGES:
+            browser.call("Page.navigate", {"url": f"{base}/{fragment}"})
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not all(e in probe()[1] for e in expected):
+                time.sleep(0.4)
+            time.sleep(settle)  # the charts' first drawing and animation
+            page, text = probe()
+            shot = f"{prefix}_{name}.png" if prefix else None
+            if shot:
+                with open(shot, "wb") as fh:
+                    fh.write(base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"})["data"]))
+            seen[name] = {"text": text, "colours": page.get("colours", {}),
+                          "found": {e: e in text for e in expected}, "screenshot": shot}
+        return seen
     finally:
         browser.close()
+
+
+# ------------------------------------------------------------------------------ judgements
+
+
+def _lab(colour: str) -> tuple[float, float, float]:
+    """CIE L*a*b* (D65) of a CSS colour ("#rrggbb" or "rgb(r, g, b)")."""
+    c = colour.strip()
+    rgb = [int(c[i:i + 2], 16) for i in (1, 3, 5)] if c.startswith("#") else [
+        int(float(v)) for v in re.findall(r"[\d.]+", c)[:3]]
+    r, g, b = ((v / 255) / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb)
+    xyz = (0.4124 * r + 0.3576 * g + 0.1805 * b, 0.2126 * r + 0.7152 * g + 0.0722 * b,
+           0.0193 * r + 0.1192 * g + 0.9505 * b)
+    fx, fy, fz = (t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+                  for t in (v / w for v, w in zip(xyz, (0.95047, 1.0, 1.08883))))
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def colour_distance(a: str, b: str) -> float:
+    """CIE76 distance of two CSS colours.
+
+    >>> round(colour_distance("#0077bb", "rgb(0, 119, 187)"), 6), colour_distance("#0077bb", "#cc3311") > 50
+    (0.0, True)
+    """
+    return math.dist(_lab(a), _lab(b))
+
+
+def colour_problems(colours: dict[str, str], where: str) -> tuple[list[str], dict]:
+    """Problems when the observed loss's colour is too close to the forecast's or the
+    trend's (``colours``: {run label: CSS colour} as the page shows them)."""
+    find = lambda run: next((c for label, c in colours.items() if label.endswith(run)), None)  # noqa: E731
+    observed, problems, distances = find(RUN_OBSERVED), [], {}
+    for other in (RUN_FORECAST, RUN_TREND):
+        colour = find(other)
+        if observed is None or colour is None:
+            problems.append(f"{where}: no colour shown for {RUN_OBSERVED if observed is None else other}")
+            continue
+        distances[other] = round(colour_distance(observed, colour), 1)
+        if distances[other] < MIN_COLOUR_DISTANCE:
+            problems.append(f"{where}: {RUN_OBSERVED} ({observed}) and {other} ({colour}) cannot be told apart "
+                            f"by colour (distance {distances[other]})")
+    return problems, distances
+
+
+_VERDICT = re.compile(
+    r"Final verdict: (inside|missed \((?:above|below)\))\W+the observed final loss ([\d.eE+-]+)[^\[]*?interval "
+    r"\[([\d.eE+-]+), ([\d.eE+-]+)\] of the forecast made at step ([\d,]+)")
+
+
+def parse_verdict(text: str) -> dict | None:
+    """The final verdict as the Text dashboard states it, None when it states none.
+
+    >>> parse_verdict("Final verdict: missed (above): the observed final loss 1.65 is 10% above the 90% "
+    ...               "interval [1.2, 1.5] of the forecast made at step 352 (...)")["word"]
+    'missed (above)'
+    """
+    m = _VERDICT.search(text)
+    return m and {"word": m.group(1), "observed": float(m.group(2)), "lower": float(m.group(3)),
+                  "upper": float(m.group(4)), "made_at": int(m.group(5).replace(",", ""))}
+
+
+def data_word(observed: float, lower: float, upper: float) -> str:
+    """What the data say: "inside", "missed (above)" or "missed (below)"."""
+    return "inside" if lower <= observed <= upper else ("missed (above)" if observed > upper else "missed (below)")
+
+
+def verdict_problems(stated: dict | None, observed_series, forecast_lower, forecast_upper, forecast_series,
+                     fault_step: int | None) -> tuple[list[str], dict]:
+    """Problems of the final verdict against the data: ``observed_series`` [(step, smoothed
+    loss)], the forecasts' interval ends and values [(step, value)] as TensorBoard serves them."""
+    if not observed_series:
+        return ["no observed loss served"], {}
+    last_step, observed = observed_series[-1]
+    info = {"observed_final": observed, "last_step": last_step, "stated": stated}
+    if stated is None:
+        return ["the Text dashboard states no final verdict"], info
+    problems = []
+    if not math.isclose(stated["observed"], observed, rel_tol=2e-3):
+        problems.append(f"the verdict's observed final loss {stated['observed']} is not the last smoothed loss "
+                        f"served ({observed:.5g})")
+    lo = dict(forecast_lower).get(stated["made_at"], stated["lower"])
+    hi = dict(forecast_upper).get(stated["made_at"], stated["upper"])
+    if not (math.isclose(lo, stated["lower"], rel_tol=2e-3) and math.isclose(hi, stated["upper"], rel_tol=2e-3)):
+        problems.append(f"the verdict's interval [{stated['lower']}, {stated['upper']}] is not the one served "
+                        f"for the forecast made at step {stated['made_at']} ([{lo:.5g}, {hi:.5g}])")
+    expected = data_word(observed, lo, hi)
+    info["data_word"] = expected
+    if stated["word"] != expected:
+        problems.append(f"the final verdict says {stated['word']!r}, but {observed:.5g} against [{lo:.5g}, {hi:.5g}] "
+                        f"is {expected!r}")
+    if fault_step is not None:
+        before = [s for s, _ in forecast_series if s < fault_step]
+        if before:
+            s = before[-1]
+            lo_f, hi_f = dict(forecast_lower)[s], dict(forecast_upper)[s]
+            info["before_fault"] = {"made_at": s, "interval": [lo_f, hi_f], "word": data_word(observed, lo_f, hi_f)}
+            if info["before_fault"]["word"] != "inside" and stated["word"] == "inside":
+                problems.append(f"the final verdict says 'inside', but {observed:.5g} is outside [{lo_f:.5g}, "
+                                f"{hi_f:.5g}], the newest forecast made before the fault (step {s})")
+    return problems, info
+
+
+def behind_problems(behind_series, fault_step: int, text: str) -> tuple[list[str], dict]:
+    """Problems when a faulty run shows no behind-trend mark after the fault: the behind-trend
+    series (% above the trend) never above zero from the fault on, or no text saying so."""
+    after = [(s, v) for s, v in behind_series if s >= fault_step and v > 0]
+    problems = [] if after else [(f"no behind-trend mark after the fault at step {fault_step}: the series "
+                                  f"{TAGS.behind!r} never rises above zero")]
+    if not re.search(r"Behind trend since step|behind from step", text):
+        problems.append("the Text dashboard does not say that the run fell behind its trend")
+    return problems, {"first_step_behind": after[0][0] if after else None,
+                      "largest_percent_above": max((v for _, v in after), default=0.0)}
 
 
 # ------------------------------------------------------------------------------ the check
 
 
-def check_page(logdir: str, screenshot: str | None, chromium: str, *, width: int = 1400,
-               height: int = 1000, timeout: float = 40.0) -> dict:
-    """Serve ``logdir`` with TensorBoard and check the Scaling law dashboard; returns a result
-    dict with ``ok`` and ``problems``."""
+def check_run(logdir: str, chromium: str, *, fault_step: int | None = None, prefix: str | None = None,
+              width: int = 1400, height: int = 1000, timeout: float = 40.0) -> dict:
+    """Serve ``logdir`` (one run) with TensorBoard and check its panels; returns a result dict
+    with ``ok`` and ``problems``."""
     problems: list[str] = []
-    with tensorboard_server(logdir, timeout=timeout) as (base, layout):
-        routes = check_data_routes(base, layout)
-        for title, chart in routes["charts"].items():
-            if not chart["has_data"]:
-                problems.append(f"chart {title!r}: no data behind its tags")
-        titles = [c["title"] for cat in layout["category"] if cat["title"].startswith(CATEGORY)
-                  for c in cat["chart"]]
-        first = next(cat for cat in layout["category"] if cat["title"] == CATEGORY)
-        expected = [CATEGORY] + [c["title"] for c in first["chart"]]
-        page = browse(chromium, base + "/#custom_scalars", screenshot, expected, width=width,
-                      height=height, timeout=timeout)
-        for text, found in page["found"].items():
-            if not found:
-                problems.append(f"the page does not show {text!r}")
-        if page["drawn_paths"] < len(first["chart"]):
-            problems.append(f"only {page['drawn_paths']} curves drawn on the page")
-    return {"ok": not problems, "problems": problems, "url": base + "/#custom_scalars",
-            "layout_charts": titles, "data_routes": routes, "page": page, "screenshot": screenshot}
+    with tensorboard_server(logdir, timeout=max(timeout, 60.0)) as (base, layout):
+        data = Data(base, layout)
+        observed = data.scalars(data.run(RUN_OBSERVED), TAGS.loss)
+        last_step = observed[-1][0] if observed else 0
+        trend_end = max((st for st, _ in data.scalars(data.run(RUN_TREND), TAGS.loss)), default=None)
+        problems += [] if trend_end == last_step else [f"the trend stops at step {trend_end}, before {last_step}"]
+        charts = data.chart_points()
+        for title, (count, largest) in charts.items():
+            if not count:
+                problems.append(f"chart {title!r}: no points")
+            elif largest <= EARLY_SHARE * last_step:
+                problems.append(f"chart {title!r}: points only from the first {100 * EARLY_SHARE:.0f}% of the run "
+                                f"(up to step {largest} of {last_step})")
+        pages = browse(chromium, base, prefix, width=width, height=height, timeout=timeout)
+        for name, page in pages.items():
+            problems += [f"{name}: the page does not show {text!r}" for text, ok in page["found"].items() if not ok]
+        distances = {}
+        for name in ("timeseries", "custom_scalars"):
+            found, distances[name] = colour_problems(pages[name]["colours"], name)
+            problems += found
+        text, first = pages["timeseries"]["text"], pages["timeseries"]["text"].find(PAGES[0][2][0])
+        problems += [f"timeseries: {tag!r} comes before the Scaling law cards" for tag in ("epoch", "hp_metric")
+                     if first < 0 or 0 <= text.find(f"\n{tag}\n") < first]
+        forecast_run = data.run(RUN_FORECAST)
+        lower = data.scalars(forecast_run, TAGS.margin_forecast_lower)
+        upper = data.scalars(forecast_run, TAGS.margin_forecast_upper)
+        forecasts = data.scalars(forecast_run, TAGS.margin_forecast)
+        found, verdict = verdict_problems(parse_verdict(pages["text"]["text"]), observed, lower, upper, forecasts,
+                                          fault_step)
+        problems += found
+        behind = None
+        if fault_step is not None:
+            found, behind = behind_problems(data.scalars(data.run(RUN_OBSERVED), TAGS.behind), fault_step,
+                                            pages["text"]["text"])
+            problems += found
+        figures = {}
+        if prefix:
+            for tag, png in data.images().items():
+                path = f"{prefix}_{re.sub(r'[^a-z0-9]+', '_', tag.split('/')[-1].lower()).strip('_')}.png"
+                with open(path, "wb") as fh:
+                    fh.write(png)
+                figures[tag] = path
+    return {"ok": not problems, "problems": problems, "logdir": logdir, "fault_step": fault_step,
+            "last_step": last_step, "trend_last_step": trend_end,
+            "charts": {t: {"points": c, "last_step": s} for t, (c, s) in charts.items()},
+            "colour_distances": distances, "verdict": verdict, "behind": behind,
+            "screenshots": [p["screenshot"] for p in pages.values() if p["screenshot"]], "figures": figures}
+
+
+def shrink_png(path: str, width: int) -> None:
+    """Scale a screenshot to ``width`` pixels (Pillow); full colour, so the series keep theirs."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    image.resize((width, round(image.height * width / image.width)), Image.LANCZOS).save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--logdir", help="TensorBoard log directory (default: train a tiny demo run)")
-    parser.add_argument("--screenshot", default="tensorboard_page.png", help="PNG to write")
+    parser.add_argument("--run", nargs=3, action="append", metavar=("NAME", "DIR", "FAULT_STEP"),
+                        help="check this run instead (its directory; FAULT_STEP 0: a clean run); repeatable")
+    parser.add_argument("--replay", metavar="CSV", default=DEFAULT_CURVE, help="the curve the default runs replay")
+    parser.add_argument("--fault", type=float, default=DEFAULT_FAULT, help="relative loss fault of the faulty replay")
+    parser.add_argument("--out", default="page_check", help="folder for the screenshots and figures")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=240, help="steps of the demo run")
-    parser.add_argument("--replay", metavar="CSV", help="replay this recorded curve instead of the demo run")
-    parser.add_argument("--n-params", type=float, default=None, help="model parameters of the replayed run")
-    parser.add_argument("--shrink", type=int, metavar="WIDTH", help="scale the screenshot to WIDTH pixels")
+    parser.add_argument("--shrink", type=int, metavar="WIDTH", help="scale the screenshots to WIDTH pixels")
     parser.add_argument("--timeout", type=float, default=40.0, help="seconds per wait")
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if chromium is None:
         print("tensorboard_page_check: no chromium on PATH (apt-get install -y chromium)", file=sys.stderr)
         return 2
-    tmp = None
+    os.makedirs(args.out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="ls-page-check-")
+    results = []
     try:
-        logdir = args.logdir
-        if logdir is None:
-            tmp = tempfile.mkdtemp(prefix="ls-page-check-")
-            if args.replay:
-                make_replay_run(tmp, args.replay, args.n_params)
-            else:
-                make_demo_run(tmp, steps=args.steps)
-            logdir = tmp
-        result = check_page(logdir, args.screenshot, chromium, width=args.width, height=args.height,
-                            timeout=args.timeout)
+        if args.run:
+            runs = [(name, directory, int(fault) or None) for name, directory, fault in args.run]
+        else:
+            clean, _ = make_replay_run(os.path.join(tmp, "clean"), args.replay)
+            faulty, fault_step = make_replay_run(os.path.join(tmp, "fault"), args.replay, fault=args.fault)
+            runs = [("clean", clean, None), ("fault", faulty, fault_step)]
+        for name, logdir, fault_step in runs:
+            result = check_run(logdir, chromium, fault_step=fault_step, prefix=os.path.join(args.out, name),
+                               width=args.width, height=args.height, timeout=args.timeout)
+            result["name"] = name
+            results.append(result)
     except PageCheckError as exc:
         print(f"tensorboard_page_check: {exc}", file=sys.stderr)
         return 2
     finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if args.shrink and args.screenshot and os.path.exists(args.screenshot):
-        shrink_png(args.screenshot, args.shrink)
-    print(json.dumps(result, indent=2))
-    return 0 if result["ok"] else 1
+        shutil.rmtree(tmp, ignore_errors=True)
+    for path in (p for r in results for p in r["screenshots"]) if args.shrink else ():
+        shrink_png(path, args.shrink)
+    print(json.dumps({"ok": all(r["ok"] for r in results), "runs": results}, indent=2))
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,22 @@ def test_table_one_row_per_run(logdir, capsys):
     assert "events" in row_b
 
 
+def test_the_warnings_column_shows_the_most_important_warning(tmp_path, capsys):
+    warnings = ["step 402: ScalingLawMonitor: divergence: the loss spiked to 2.85 at step 402",
+                "step 410: ScalingLawMonitor: behind trend: the smoothed loss 2.374 at step 410",
+                "step 510: ScalingLawMonitor: divergence: the loss spiked to 2.2 at step 510"]
+    run = tmp_path / "fault"
+    run.mkdir()
+    (run / SUMMARY_FILENAME).write_text(json.dumps(summary_dict(warnings=warnings)))
+    assert main(["report", str(tmp_path)]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[1]
+    assert "3: step 410: behind trend" in row  # not the last (a divergence), nor the first
+    stopped = warnings + ["step 600: stopped: behind trend: the loss stayed above its band"]
+    (run / SUMMARY_FILENAME).write_text(json.dumps(summary_dict(warnings=stopped)))
+    assert main(["report", str(tmp_path)]) == 0
+    assert "4: step 600: stopped" in capsys.readouterr().out
+
+
 def test_json_and_plot(logdir, capsys, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "runs.png"

@@ -188,6 +188,26 @@ def test_find_runs_and_load(tmp_path):
     assert b.final_loss == pytest.approx(4.0 - 0.99, abs=1e-6)
 
 
+def test_find_runs_follows_linked_run_folders_once_and_skips_the_panels_series_runs(tmp_path):
+    from lightning_scaling.io.runs import SERIES_RUN_NAMES
+    from lightning_scaling.tensorboard.layout import SERIES_RUNS
+
+    assert SERIES_RUN_NAMES == set(SERIES_RUNS)  # the two lists agree
+    elsewhere = tmp_path / "elsewhere" / "sweep_run"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / SUMMARY_FILENAME).write_text(json.dumps(summary_dict()))
+    for name in ("scaling_observed", "scaling_forecast"):  # the panels' series: part of the run above
+        write_scalars(elsewhere / name, {"Scaling law/2 loss vs trend band": [(1, 2.0)]})
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.symlink(elsewhere, logs / "linked")  # a run folder linked in
+    os.symlink(logs, logs / "linked" / "loop")  # and a link back up: read once, no loop
+    write_scalars(logs / "scaling_observed", {"loss": [(0, 1.0), (1, 0.9)]})  # not inside a run: a run
+    runs, problems = find_runs(logs)
+    assert [r.name for r in runs] == ["linked", "scaling_observed"] and problems == []
+    assert load_run(runs[0]).source == "summary"
+
+
 def test_newer_summary_falls_back_to_event_scalars(tmp_path):
     write_scalars(tmp_path, {"loss": [(s, 2.0) for s in range(10)]})
     (tmp_path / SUMMARY_FILENAME).write_text(json.dumps(summary_dict(version=9)))

@@ -1,10 +1,9 @@
-"""The "Scaling law" panels in a real browser: TensorBoard served on 127.0.0.1, the Custom
-Scalars dashboard opened in headless Chromium (scripts/tensorboard_page_check.py)."""
+"""The "Scaling law" panels in a real browser: TensorBoard served on 127.0.0.1, its dashboards
+opened in headless Chromium, on a clean and a faulty replayed run (scripts/tensorboard_page_check.py)."""
 
 import importlib.util
+import json
 import os
-import socket
-import urllib.parse
 
 import pytest
 
@@ -23,31 +22,58 @@ CHROMIUM = page_check.find_chromium()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_scaling_law_panels_render_in_chromium(tmp_path):
+def test_scaling_law_panels_on_a_clean_and_a_faulty_run(tmp_path, capsys):
     pytest.importorskip("pytorch_lightning")
-    run_dir = page_check.make_demo_run(str(tmp_path / "logs"), steps=120)
-    assert os.path.exists(os.path.join(run_dir, "scaling_summary.json"))
-    shot = str(tmp_path / "page.png")
-    result = page_check.check_page(str(tmp_path / "logs"), shot, CHROMIUM, timeout=45)
-    assert result["ok"], result["problems"]
-    # the browser showed the category and both Margin charts (text read through the shadow DOM)
-    found = result["page"]["found"]
-    assert found[page_check.CATEGORY] and found["Forecast final loss (band) vs observed loss"]
-    assert found["Trend at the current step (band) vs observed loss"]
-    assert result["page"]["chart_elements"].get("tf-custom-scalar-margin-chart-card") == 2
-    # TensorBoard's own data routes serve points behind every chart
-    assert all(c["has_data"] for c in result["data_routes"]["charts"].values())
-    with open(shot, "rb") as fh:
-        png = fh.read()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 30_000
-    # the server is stopped
-    port = urllib.parse.urlparse(result["url"]).port
-    with socket.socket() as s:
-        s.settimeout(1)
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+    out = tmp_path / "shots"
+    code = page_check.main(["--out", str(out), "--timeout", "45"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, [r["problems"] for r in result["runs"]]
+    clean, fault = result["runs"]
+    # every chart of the layout has points past the first 10% of the run; the trend reaches the end
+    assert all(c["points"] and c["last_step"] > 0.1 * clean["last_step"] for c in clean["charts"].values())
+    assert clean["trend_last_step"] == clean["last_step"] and fault["trend_last_step"] == fault["last_step"]
+    # observed, forecast and trend in colours far apart, on the landing page and on Custom Scalars
+    for run in (clean, fault):
+        for page in ("timeseries", "custom_scalars"):
+            assert min(run["colour_distances"][page].values()) >= page_check.MIN_COLOUR_DISTANCE
+    # the verdicts agree with the data: the clean run ends inside, the faulty one missed the
+    # forecast made before its fault, which it stayed above from the fault on
+    assert clean["verdict"]["stated"]["word"] == clean["verdict"]["data_word"] == "inside"
+    assert fault["verdict"]["stated"]["word"] == "missed (above)"
+    assert fault["verdict"]["stated"]["made_at"] < fault["fault_step"] <= fault["behind"]["first_step_behind"]
+    assert fault["behind"]["largest_percent_above"] > 3
+    # the screenshots it judged, and the figures
+    for run in (clean, fault):
+        assert len(run["screenshots"]) == len(page_check.PAGES) and len(run["figures"]) == 2
+        for path in run["screenshots"] + list(run["figures"].values()):
+            with open(path, "rb") as fh:
+                assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_judgement_fails_when_the_page_disagrees_with_the_data():
+    observed = [(100, 2.0), (200, 1.6)]
+    lower, upper, values = [(90, 1.4), (150, 1.5)], [(90, 1.5), (150, 1.7)], [(90, 1.45), (150, 1.6)]
+    stated = page_check.parse_verdict("Final verdict: inside: the observed final loss 1.6 is inside the 90% "
+                                      "interval [1.4, 1.5] of the forecast made at step 90 (...)")
+    problems, info = page_check.verdict_problems(stated, observed, lower, upper, values, fault_step=None)
+    assert info["data_word"] == "missed (above)" and any("says 'inside'" in p for p in problems)
+    stated = dict(stated, word="missed (above)", observed=1.6)
+    assert page_check.verdict_problems(stated, observed, lower, upper, values, fault_step=None)[0] == []
+    # a faulty run called "inside" against a forecast after the fault, though it missed the one before
+    stated = dict(stated, word="inside", lower=1.5, upper=1.7, made_at=150)
+    problems, _ = page_check.verdict_problems(stated, observed, lower, upper, values, fault_step=120)
+    assert problems and "before the fault (step 90)" in problems[0]
+    assert page_check.verdict_problems(None, observed, lower, upper, values, None)[0] == [
+        "the Text dashboard states no final verdict"]
+    # colours too close; no behind-trend mark after the fault
+    problems, _ = page_check.colour_problems({"a/scaling_observed": "#0077bb", "a/scaling_forecast": "#0078bc",
+                                              "a/scaling_trend": "#cc3311"}, "timeseries")
+    assert len(problems) == 1 and "cannot be told apart" in problems[0]
+    problems, _ = page_check.behind_problems([(100, 0.0), (150, 4.0), (200, 0.0)], 160, "On trend")
+    assert len(problems) == 2
 
 
 def test_page_check_reports_a_missing_chromium(monkeypatch, capsys):
     monkeypatch.setenv("LS_CHROMIUM", "/nonexistent/chromium")
-    assert page_check.main(["--logdir", "."]) == 2
+    assert page_check.main(["--run", "x", ".", "0"]) == 2
     assert "no chromium" in capsys.readouterr().err

@@ -82,46 +82,50 @@ def sink_of(monitor):
     return sink
 
 
+def all_scalar_tags(log_dir):
+    """Scalar tags of the run and of the series' runs under it."""
+    tags = set(events(log_dir).Tags()["scalars"])
+    for run in tb.SERIES_RUNS:
+        if os.path.isdir(os.path.join(log_dir, run)):
+            tags |= set(events(os.path.join(log_dir, run)).Tags()["scalars"])
+    return tags
+
+
 def test_every_layout_tag_exists_after_a_real_run(tmp_path, capsys):
     from pytorch_lightning.loggers import TensorBoardLogger
 
     logger = TensorBoardLogger(str(tmp_path), name="tb")
-    trainer, monitor = fit(tmp_path, logger)
+    _, monitor = fit(tmp_path, logger)
     sink = sink_of(monitor)
+    tags = sink.tags
     ea = events(logger.log_dir)
-    # the layout: written once, the one the sink built, every tag and regex satisfied
-    (layout_event,) = ea.Tensors(tb.LAYOUT_TAG)
-    layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
+    # the layout: the newest is the one the sink built; every tag and regex satisfied
+    layout = layout_pb2.Layout.FromString(ea.Tensors(tb.LAYOUT_TAG)[-1].tensor_proto.string_val[0])
     assert layout == sink.layout
     assert [c.title for c in layout.category] == [tb.CATEGORY, tb.CATEGORY_DETAILS]
-    scalars = set(ea.Tags()["scalars"])
-    assert tb.missing_tags(layout, scalars) == []
-    titles = [c.title for cat in layout.category for c in cat.chart]
-    assert tb.CHART_FORECAST in titles and tb.CHART_FLOPS in titles and tb.CHART_TOKENS in titles
-    assert any(t.startswith("Fitted parameter ") for t in titles)
-    # the per-step series, written in batches: every 5th step (log_every_n_steps) up to the end,
-    # none lost; the trend from the first step observed after the first forecast
-    observed = [e.step for e in ea.Scalars("scaling/observed_loss")]
-    assert observed[-1] == STEPS and set(np.diff(observed[1:])) == {5}
-    assert [e.step for e in ea.Scalars("scaling/trend")] == [s for s in observed if s > monitor.forecasts[0].step]
-    # forecasts as written match the monitor's (float32)
-    written = {e.step: e.value for e in ea.Scalars("scaling/forecast_final_loss")}
-    last = monitor.forecasts[-1]
-    assert any(abs(v - last.final_loss) <= 1e-5 * abs(last.final_loss) for v in written.values())
-    # compute: FLOPs as values, never as steps; the compute-axis series has its unit in the tag
-    flops = ea.Scalars("scaling/flops")
-    assert flops[-1].value == pytest.approx(monitor.compute.flops, rel=1e-6)
-    assert sink.compute_tag.startswith("scaling/loss_vs_compute_step_in_")
-    axis_steps = [e.step for e in ea.Scalars(sink.compute_tag)]
-    assert axis_steps == sorted(axis_steps) and max(axis_steps) < tb.MAX_AXIS_STEPS
-    # figures at the end, the markdown summary
-    assert set(ea.Tags()["images"]) >= {"scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"}
-    assert ea.Images("scaling/figure/loss_vs_compute")[-1].step == STEPS
-    (text,) = ea.Tensors("scaling/summary/text_summary")
-    md = text.tensor_proto.string_val[0].decode()
-    assert "### Scaling law" in md and "FLOPs" in md and "Forecast final" in md
-    # the JSON summary lands in the logger's directory and `report` reads it
+    assert tb.missing_tags(layout, all_scalar_tags(logger.log_dir)) == []
+    assert [c.title.split(":")[0] for c in layout.category[1].chart] == [monitor.forecast.law] * len(
+        monitor.forecast.fit.params)
+    # the series, each in a run of its own: the smoothed loss every 5th step (log_every_n_steps)
+    # up to the end, none lost; its last point is the monitor's final loss (5 steps: 2.5% of 80, at least 5)
+    observed = events(os.path.join(logger.log_dir, tb.RUN_OBSERVED)).Scalars(tags.loss)
+    assert observed[-1].step == STEPS and set(np.diff([e.step for e in observed[1:]])) == {5}
     summary = read_summary(os.path.join(logger.log_dir, SUMMARY_FILENAME))
+    assert observed[-1].value == pytest.approx(summary["final_loss"], rel=1e-6)
+    trend = events(os.path.join(logger.log_dir, tb.RUN_TREND)).Scalars(tags.loss)
+    assert trend and trend[-1].step == STEPS
+    # forecasts as written match the monitor's (float32), at the steps they were made
+    written = {e.step: e.value for e in events(os.path.join(logger.log_dir, tb.RUN_FORECAST)).Scalars(tags.forecast)}
+    last = monitor.forecasts[-1]
+    assert written[last.step] == pytest.approx(last.final_loss, rel=1e-6)
+    # figures at the end, the markdown summary (written at refits too) with the final verdict
+    assert set(ea.Tags()["images"]) == {tags.figure_trend, tags.figure_compute}
+    assert ea.Images(tags.figure_trend)[-1].step == STEPS
+    texts = ea.Tensors(tags.summary + "/text_summary")
+    md = texts[-1].tensor_proto.string_val[0].decode()
+    assert len(texts) >= 2 and "### Scaling law" in md and "FLOPs" in md and "Final verdict" in md
+    # the JSON summary lands in the logger's directory and `report` reads it (one run: the
+    # series' runs are part of it)
     assert summary["steps"] == STEPS and summary["flops"] == pytest.approx(monitor.compute.flops)
     assert cli_main(["report", str(tmp_path), "--json"]) == 0
     (run,) = json.loads(capsys.readouterr().out)["runs"]
@@ -137,7 +141,7 @@ def test_logger_prefix_is_carried_by_every_panel_tag(tmp_path):
     exact, regexes = tb.layout_tags(sink.layout)
     assert all(t.startswith("exp-") for t in exact) and all(r.startswith("^exp\\-") or r.startswith("^exp-")
                                                             for r in regexes)
-    assert tb.missing_tags(sink.layout, events(logger.log_dir).Tags()["scalars"]) == []
+    assert tb.missing_tags(sink.layout, all_scalar_tags(logger.log_dir)) == []
 
 
 @pytest.mark.parametrize("kind", ["csv", "none"])
@@ -164,7 +168,7 @@ def test_without_matplotlib_one_info_line_and_no_figures(tmp_path, monkeypatch, 
     assert len(lines) == 1
     ea = events(logger.log_dir)
     assert ea.Tags()["images"] == [] and ea.Tensors(tb.LAYOUT_TAG)
-    assert tb.missing_tags(sink_of(monitor).layout, ea.Tags()["scalars"]) == []
+    assert tb.missing_tags(sink_of(monitor).layout, all_scalar_tags(logger.log_dir)) == []
 
 
 def test_lightning_pytorch_flavour(tmp_path):
@@ -178,7 +182,7 @@ def test_lightning_pytorch_flavour(tmp_path):
                      steps=40)
     layout = sink_of(monitor).layout
     assert layout is not None
-    assert tb.missing_tags(layout, events(logger.log_dir).Tags()["scalars"]) == []
+    assert tb.missing_tags(layout, all_scalar_tags(logger.log_dir)) == []
 
 
 def test_opt_out_and_own_sink_are_respected(tmp_path):
@@ -229,7 +233,7 @@ def test_figures_are_drawn_in_a_helper_process_that_ends_with_the_run(tmp_path):
     assert sink.figure_pid is not None and sink.figure_pid != os.getpid()
     assert sink.helper_cpu_seconds > 0  # it imported matplotlib and drew, on its own clock
     ea = events(logger.log_dir)
-    for tag in ("scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"):
+    for tag in (tb.PanelTags().figure_trend, tb.PanelTags().figure_compute):
         final = ea.Images(tag)[-1]
         assert final.step == 40
         assert png_size(final) == ("PNG", (final.width, final.height)) and final.width > 100
@@ -256,7 +260,7 @@ def test_periodic_figures_come_back_from_the_helper_at_their_own_steps(tmp_path)
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     sink = WarmSink(logger, figure_every=2, max_figure_overhead=1.0)
     _, monitor = fit(tmp_path, logger, steps=STEPS, sinks=[sink])
-    steps = [e.step for e in events(logger.log_dir).Images("scaling/figure/loss_vs_compute")]
+    steps = [e.step for e in events(logger.log_dir).Images(tb.PanelTags().figure_trend)]
     refit_steps = {f.step for f in monitor.forecasts}
     assert len(steps) >= 2 and steps[-1] == STEPS
     assert set(steps[:-1]) <= refit_steps  # each update carries the step its data was taken at
@@ -287,7 +291,7 @@ def test_figures_drawn_in_this_process_when_there_is_no_helper(tmp_path, monkeyp
         assert notes == [] and sink.helper_cpu_seconds == 0
     else:
         assert len(notes) == 1 and line in notes[0].getMessage()
-    final = events(logger.log_dir).Images("scaling/figure/loss_vs_compute")[-1]
+    final = events(logger.log_dir).Images(tb.PanelTags().figure_trend)[-1]
     assert final.step == 40 and png_size(final)[0] == "PNG"
 
 
@@ -330,7 +334,7 @@ def test_final_figures_reach_the_event_file_when_the_process_exits_right_after_f
     log_dir = lines["LOGDIR"]
     assert any(name.endswith(tb.FINAL_FIGURES_SUFFIX) for name in os.listdir(log_dir))
     ea = events(log_dir)
-    for tag in ("scaling/figure/loss_vs_compute", "scaling/figure/forecast_history"):
+    for tag in (tb.PanelTags().figure_trend, tb.PanelTags().figure_compute):
         final = ea.Images(tag)[-1]
         assert final.step == 40 and png_size(final)[0] == "PNG"
-    assert ea.Tensors("scaling/summary/text_summary")  # the main event file is whole too
+    assert ea.Tensors(tb.PanelTags().summary + "/text_summary")  # the main event file is whole too

@@ -39,7 +39,7 @@ def test_writers_go_through_the_public_file_writer_and_survive_a_closed_writer(t
     assert tb.write_scalars(w, 2, {"scaling/flops": 2e9, "scaling/tokens": math.nan}) == 1
     tb.write_png(w, "scaling/figure/x", png_bytes(), 20, 30, 2)
     w.close()
-    layout = tb.build_layout(tb.PanelTags(), ["E"])
+    layout = tb.build_layout(tb.PanelTags(), "mmf", ["E"])
     tb.write_layout(w, layout)
     w.close()
     ea = reload(tmp_path)
@@ -62,7 +62,7 @@ def test_tensorboardx_writer_gets_the_same_events(tmp_path):
     assert file_writer_of(w) is not None
     tb.write_scalars(w, 3, {"scaling/trend": 2.5, "scaling/param/E": np.float64(1.5)})
     tb.write_png(w, "scaling/figure/x", png_bytes(), 20, 30, 3)
-    layout = tb.build_layout(tb.PanelTags(), ["E"])
+    layout = tb.build_layout(tb.PanelTags(), "mmf", ["E"])
     tb.write_layout(w, layout)
     w.close()
     ea = reload(tmp_path)

@@ -19,6 +19,7 @@ from ..core.plain import plain
 from ..errors import InvalidInputError
 from ..io.runs import RunRecord, find_runs, load_run
 from ..tensorboard.figures import matplotlib_available, report_figure, save_png
+from ..tensorboard.text import ordered_warnings
 from .common import CliError
 
 
@@ -52,10 +53,11 @@ def _compute_text(rec: RunRecord) -> str:
 
 
 def _warnings_text(rec: RunRecord) -> str:
-    """How many warnings, and the newest one, shortened."""
+    """How many warnings, and the most important one, shortened: a stop, else the first
+    behind-trend warning, else the first of the next kind (``WARNING_ORDER``)."""
     if not rec.warnings:
         return "0"
-    first = rec.warnings[-1].splitlines()[0].replace("ScalingLawMonitor: ", "")
+    first = ordered_warnings(rec.warnings)[0].splitlines()[0].replace("ScalingLawMonitor: ", "")
     if len(first) > 48:
         first = first[:45] + "..."
     return f"{len(rec.warnings)}: {first}"

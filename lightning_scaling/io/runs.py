@@ -32,6 +32,11 @@ DEFAULT_LOSS_TAGS = (
     "validation_loss",
 )
 
+#: Sub-directories the TensorBoard panels write their series into, one run per series so that
+#: TensorBoard colours them apart (``lightning_scaling.tensorboard.layout.SERIES_RUNS``): parts
+#: of the run whose directory holds them, never runs of their own.
+SERIES_RUN_NAMES = frozenset({"scaling_forecast", "scaling_observed", "scaling_trend", "scaling_band_upper",
+                              "scaling_band_lower", "scaling_target"})
 
 
 @dataclass
@@ -47,9 +52,11 @@ class RunFiles:
 def find_runs(logdir: str | os.PathLike) -> tuple[list[RunFiles], list[str]]:
     """Find runs under ``logdir``: every directory holding a run summary or event files.
 
-    Returns (runs sorted by name, problems met while walking). Hidden directories (".x") are
-    skipped. Raises InvalidInputError when ``logdir`` is missing, not a directory or
-    unreadable.
+    Returns (runs sorted by name, problems met while walking). Symbolic links to directories
+    are followed (each directory is read once, whatever links lead to it: a link back up
+    cannot loop). Hidden directories (".x") are skipped, and so are the panels' series
+    directories (``SERIES_RUN_NAMES``) inside a run. Raises InvalidInputError when ``logdir``
+    is missing, not a directory or unreadable.
     """
     logdir = os.fspath(logdir)
     if not os.path.exists(logdir):
@@ -66,12 +73,19 @@ def find_runs(logdir: str | os.PathLike) -> tuple[list[RunFiles], list[str]]:
         problems.append(f"{exc.filename}: cannot read directory: {exc.strerror or exc}")
 
     runs = []
-    for directory, subdirs, files in os.walk(logdir, onerror=onerror):
+    visited: set[str] = set()
+    for directory, subdirs, files in os.walk(logdir, onerror=onerror, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in visited:  # reached again through a link
+            subdirs[:] = []
+            continue
+        visited.add(real)
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         summary = SUMMARY_FILENAME in files
         events = sorted(f for f in files if EVENT_FILE_MARK in f)
         if not summary and not events:
             continue
+        subdirs[:] = [d for d in subdirs if d not in SERIES_RUN_NAMES]
         rel = os.path.relpath(directory, logdir)
         runs.append(
             RunFiles(

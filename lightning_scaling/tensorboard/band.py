@@ -1,4 +1,4 @@
-"""The newest fit's trend and band at the current step, and the residual in noise units.
+"""A fit's trend and band, tabulated once, read at each step the panels write.
 
 A fit evaluation costs about the same for 1 point as for 96 (a schedule-aware mixture:
 ~1 ms), so the band is tabulated once per refit on a log grid, and each per-step series
@@ -8,12 +8,11 @@ written until the next refit costs an interpolation.
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .text import finite
+from .numeric import finite
 
 #: Points of the tabulated band (a log grid of the fit's axis).
 BAND_POINTS = 96
@@ -29,21 +28,27 @@ class TrendBand(NamedTuple):
     upper: np.ndarray  #: upper end of the band at each x
 
 
-def tabulate_band(forecast, points: int = BAND_POINTS) -> TrendBand:
-    """The forecast's fit tabulated from its first point to 1.5x past the planned end (or
-    its last point, or twice its first, whichever is furthest).
+def tabulate_band(forecast, points: int = BAND_POINTS, level: float | None = None) -> TrendBand:
+    """The forecast's fit tabulated from its first point to the planned end (if the end is
+    unknown: to 1.5x past its last point, or twice its first, whichever is furthest). Not past
+    a known end: a schedule-aware fit knows the LR up to the end only, and a grid point past
+    it (NaN) would spoil the interpolation below it.
 
     Reads of ``forecast``: ``fit`` (``x_first``, ``x_last``, ``predict``, ``interval``),
-    ``x_axis``, ``target_step``/``target_tokens``/``target_flops``, ``level``.
+    ``x_axis``, ``target_step``/``target_tokens``/``target_flops``, ``level`` (the band's,
+    unless ``level`` is given).
     """
     fit = forecast.fit
     axis = getattr(forecast, "x_axis", "step")
     end = {"step": forecast.target_step, "tokens": getattr(forecast, "target_tokens", None),
            "flops": getattr(forecast, "target_flops", None)}.get(axis)
     first = fit.x_first if finite(fit.x_first) and fit.x_first > 0 else 1.0
-    last = max(v for v in (fit.x_last, end, first * 2.0) if finite(v))
-    grid = np.geomspace(first, 1.5 * last, points)
-    level = getattr(forecast, "level", 0.9)
+    if finite(end) and end > first:
+        last = float(end)
+    else:
+        last = 1.5 * max(v for v in (fit.x_last, first * 2.0) if finite(v))
+    grid = np.geomspace(first, last, points)
+    level = level if level is not None else getattr(forecast, "level", 0.9)
     with np.errstate(all="ignore"):
         trend = np.asarray(fit.predict(grid), dtype=float)
         lo, hi = (np.asarray(v, dtype=float) for v in fit.interval(grid, level=level))
@@ -71,26 +76,3 @@ def band_at(band: TrendBand, x: float, level: float) -> tuple[float, float, floa
                 float(np.interp(lx, log_x, band.upper)))
     lo_x, hi_x = band.fit.interval(x, level=level)
     return float(band.fit.predict(x)), float(lo_x), float(hi_x)
-
-
-def residual_sigma(fit, loss, trend, lower, upper, level: float) -> float | None:
-    """(observed - trend) in units of the fit's per-point noise: the robust sd of the log
-    residuals when the fit reports it (``diagnostics["residual_scale_log"]``), else the
-    band's half-width turned into an sd. None when it cannot be said.
-
-    >>> from types import SimpleNamespace
-    >>> fit = SimpleNamespace(diagnostics={"residual_scale_log": 0.01})
-    >>> round(residual_sigma(fit, 2.02, 2.0, 1.9, 2.1, 0.9), 3)  # log(1.01) / 0.01
-    0.995
-    >>> round(residual_sigma(SimpleNamespace(), 2.1, 2.0, 1.9, 2.1, 0.9), 3)  # 0.1 at the band's edge
-    1.645
-    """
-    if not (finite(loss) and finite(trend)) or loss <= 0 or trend <= 0:
-        return None
-    scale = (getattr(fit, "diagnostics", None) or {}).get("residual_scale_log")
-    if finite(scale) and scale > 0:
-        return math.log(loss / trend) / scale
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    if finite(lower) and finite(upper) and upper > lower:
-        return (loss - trend) / ((upper - lower) / (2 * z))
-    return None

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from . import figures
-from .figure_data import figure_jobs, figures_for_monitor
 from .final import FinalFigures
 from .helper import FigureProcess
 from .timing import Stopwatch
@@ -33,6 +32,8 @@ class FigureUpdates:
 
     Args:
         writer: returns the SummaryWriter to write to (the logger's may be re-created).
+        make_jobs: ``(view, final) -> {tag: (kind, kwargs)}``, the figures as data
+            (``figure_data.figure_jobs`` of the sink's series).
         stopwatch: where the time spent is counted ("figures": the periodic ones, "end").
         enabled: draw figures at all.
         every: refits between two figure updates.
@@ -50,9 +51,11 @@ class FigureUpdates:
         final: the :class:`~.final.FinalFigures` of the latest end of training, or None.
     """
 
-    def __init__(self, writer: Callable[[], Any], stopwatch: Stopwatch, *, enabled: bool = True, every: int = 10,
-                 max_overhead: float = 0.002, use_process: bool = True, timeout: float = 30.0):
+    def __init__(self, writer: Callable[[], Any], make_jobs: Callable[[MonitorView, bool], dict], stopwatch: Stopwatch,
+                 *, enabled: bool = True, every: int = 10, max_overhead: float = 0.002, use_process: bool = True,
+                 timeout: float = 30.0):
         self._writer = writer
+        self.make_jobs = make_jobs
         self.stopwatch = stopwatch
         self.enabled = bool(enabled)
         self.every = max(1, int(every))
@@ -153,16 +156,16 @@ class FigureUpdates:
             self.use_process = False  # the helper died: draw here from now on
             self._drop_helper()
         if self.helper is not None:
-            job_id = self.helper.submit(figure_jobs(view, final=final))
+            job_id = self.helper.submit(self.make_jobs(view, final))
             if job_id is not None:
                 self._job_steps[job_id] = (step, final)
             self.stopwatch.account(kind, t)
             return
         if not self.enabled:
             return
-        drawn = figures_for_monitor(view, final=final)
-        for tag, fig in drawn.items():
-            write_png(self._writer(), tag, *figures.figure_to_png(fig), step)
+        drawn = figures.render_pngs(self.make_jobs(view, final))
+        for tag, png in drawn.items():
+            write_png(self._writer(), tag, *png, step)
         self.figures_written += len(drawn)
         self.figure_pid = None
         self._last_figure_seconds = self.stopwatch.account(kind, t)
@@ -187,7 +190,7 @@ class FigureUpdates:
         helper = self.helper
         if helper is None or not helper.alive:
             return False
-        final = FinalFigures(self, helper, figure_jobs(view, final=True), step, logdir, self._job_steps,
+        final = FinalFigures(self, helper, self.make_jobs(view, True), step, logdir, self._job_steps,
                              self.timeout)
         if final.job_id is None:
             return False

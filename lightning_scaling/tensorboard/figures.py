@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,124 +83,268 @@ def _positive(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
 
 
+def _arr(values) -> np.ndarray:
+    return np.asarray([] if values is None else values, dtype=float)
+
+
+#: Colours of the figures' series (the same in both figures).
+COLOURS = {"raw": "0.72", "observed": "tab:blue", "trend": "tab:orange", "forecast": "tab:red",
+           "held": "tab:purple", "episode": "tab:red", "target": "tab:green"}
+#: How each kind of monitor event is marked along the top of a figure: (marker, colour, label).
+MARKS = {"behind_trend": ("v", "tab:red", "behind-trend warning"), "divergence": ("v", "tab:purple", "divergence"),
+         "stop": ("s", "black", "stopped"), "worse_than_reference": ("v", "tab:brown", "worse than reference")}
+
+
+def _decimal_axis(axis, log: bool) -> None:
+    """Plain decimal tick labels ("1.4", "1.6", "2"), about six of them, also on a log axis."""
+    from matplotlib import ticker
+
+    axis.set_major_locator(ticker.MaxNLocator(nbins=9, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    if log:
+        axis.set_minor_locator(ticker.NullLocator())
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _compute_axis(axis) -> None:
+    """Log axis of a count (FLOPs, tokens): labels like "3e12", ticks at 1x, 2x and 5x of each
+    decade, and at 3x and 7x too when the axis spans less than a decade and a half."""
+    from matplotlib import ticker
+
+    lo, hi = axis.get_view_interval()
+    narrow = lo > 0 and hi / lo < 30.0
+    subs = (1.0, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)
+    axis.set_major_locator(ticker.LogLocator(subs=subs, numticks=12))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+0", "e").replace("e+", "e")))
+    axis.set_minor_locator(ticker.NullLocator())
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _limits(values, pad: float = 0.06, log: bool = False) -> tuple[float, float] | None:
+    v = _arr(np.concatenate([np.ravel(_arr(a)) for a in values])) if values else _arr([])
+    v = v[np.isfinite(v) & ((v > 0) if log else True)]
+    if not v.size:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        r = (hi / lo) ** pad if hi > lo else 1.05
+        return lo / r, hi * r
+    span = hi - lo if hi > lo else max(abs(hi), 1e-12) * 0.05
+    return lo - pad * span, hi + pad * span
+
+
+def _mark_events(ax, marks, episodes, x_of=lambda s: s) -> None:
+    """Episodes as shaded spans (labelled at their start); events as markers along the top."""
+    from matplotlib.transforms import blended_transform_factory
+
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    x_max = ax.get_xlim()[1]
+    for i, (since, end, label) in enumerate(episodes or []):
+        x0 = x_of(since)
+        x1 = x_of(end) if end is not None else x_max
+        if not (math.isfinite(x0) and math.isfinite(x1)):
+            continue
+        ax.axvspan(x0, x1, color=COLOURS["episode"], alpha=0.10, lw=0,
+                   label="behind trend" if i == 0 else None)
+        ax.text(x0, 0.93, " " + label, transform=top, fontsize=8, color="darkred", va="top", ha="left")
+    seen = set()
+    for step, kind in marks or []:
+        marker, colour, label = MARKS.get(kind, ("v", "0.3", kind))
+        x = x_of(step)
+        if not math.isfinite(x):
+            continue
+        ax.plot([x], [0.995], marker=marker, ms=6, color=colour, transform=top, clip_on=False, ls="none",
+                label=None if kind in seen else label)
+        seen.add(kind)
+
+
+def trend_figure(
+    *,
+    step: Sequence[float],
+    loss: Sequence[float],
+    trend: Sequence[float] | None = None,
+    lower: Sequence[float] | None = None,
+    upper: Sequence[float] | None = None,
+    raw_step: Sequence[float] | None = None,
+    raw_loss: Sequence[float] | None = None,
+    proj_step: Sequence[float] | None = None,
+    proj_trend: Sequence[float] | None = None,
+    proj_lower: Sequence[float] | None = None,
+    proj_upper: Sequence[float] | None = None,
+    held_step: Sequence[float] | None = None,
+    held_trend: Sequence[float] | None = None,
+    held_label: str = "trend held from before the episode",
+    forecast: tuple[float, float, float] | None = None,
+    target_step: float | None = None,
+    target_loss: float | None = None,
+    episodes: Sequence[tuple] = (),
+    marks: Sequence[tuple] = (),
+    x_start: float | None = None,
+    level: float | None = None,
+    loss_label: str = "loss",
+    title: str = "",
+):
+    """The run at a glance, against optimizer steps: the smoothed loss, the trend band it was
+    compared with, the newest fit projected to the planned end with the forecast there, the
+    trend held through a behind-trend episode (and its projection), episodes shaded and
+    warnings marked along the top. Linear axes, plain decimal ticks; the y axis fits the
+    smoothed loss, the bands and the forecast from ``x_start`` on (raw losses outside it are
+    clipped).
+
+    Args:
+        step, loss: the smoothed loss; trend, lower, upper: the trend band at the same steps.
+        raw_step, raw_loss: the raw per-step losses (drawn faint).
+        proj_*: the newest fit and its band from its last data to the planned end.
+        held_step, held_trend: the held fit projected from the episode's start to the end.
+        forecast: (final, lower, upper) at ``target_step``.
+        episodes: (since, end or None, label); marks: (step, kind) with kinds of ``MARKS``.
+    """
+    fig = _figure(6.4, 4.8, fixed_margins=True)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.3, top=0.87)
+    ax = fig.add_subplot()
+    s, y = _arr(step), _arr(loss)
+    pct = f"{100 * level:.0f}% " if level else ""
+    if raw_step is not None:
+        ax.plot(_arr(raw_step), _arr(raw_loss), ".", ms=2, color=COLOURS["raw"], label=f"{loss_label} per step")
+    if trend is not None and len(trend):
+        t, lo, hi = _arr(trend), _arr(lower), _arr(upper)
+        ax.fill_between(s, lo, hi, color=COLOURS["trend"], alpha=0.22, lw=0, label=f"trend, {pct}band")
+        ax.plot(s, t, "-", color=COLOURS["trend"], lw=1.0)
+    if proj_step is not None and len(proj_step):
+        ps = _arr(proj_step)
+        ax.fill_between(ps, _arr(proj_lower), _arr(proj_upper), color=COLOURS["forecast"], alpha=0.10, lw=0)
+        ax.plot(ps, _arr(proj_trend), "--", color=COLOURS["forecast"], lw=1.2, label="newest fit, to the end")
+    if held_step is not None and len(held_step):
+        ax.plot(_arr(held_step), _arr(held_trend), ":", color=COLOURS["held"], lw=2.0, label=held_label)
+    ax.plot(s, y, "-", color=COLOURS["observed"], lw=2.0, label=f"{loss_label}, smoothed")
+    if target_loss is not None and math.isfinite(target_loss):
+        ax.axhline(target_loss, color=COLOURS["target"], lw=1.0, ls="-.", label=f"target {target_loss:.4g}")
+    ends = []
+    if forecast is not None and target_step and all(v is not None and math.isfinite(v) for v in forecast):
+        final, lo_f, hi_f = forecast
+        ax.errorbar([target_step], [final], yerr=[[max(final - lo_f, 0)], [max(hi_f - final, 0)]], fmt="o",
+                    color=COLOURS["forecast"], ms=5, capsize=4, lw=1.5, zorder=5,
+                    label=f"forecast {final:.4g} [{lo_f:.4g}, {hi_f:.4g}]")
+        ends = [lo_f, hi_f]
+    x_hi = max([v for v in (target_step, float(s.max()) if s.size else None) if v is not None] or [1.0])
+    x_lo = x_start if x_start is not None and x_start < x_hi else (float(s.min()) if s.size else 0.0)
+    ax.set_xlim(x_lo, x_hi * 1.03)
+    keep = s >= x_lo
+    shown = [y[keep], _arr(ends)]
+    if trend is not None and len(trend):
+        shown += [_arr(lower)[keep], _arr(upper)[keep]]
+    if proj_step is not None and len(proj_step):
+        shown += [_arr(proj_lower), _arr(proj_upper)]
+    if held_step is not None and len(held_step):
+        shown.append(_arr(held_trend))
+    limits = _limits(shown)
+    if limits:
+        ax.set_ylim(*limits)
+    _decimal_axis(ax.yaxis, log=False)
+    _mark_events(ax, marks, episodes)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(loss_label)
+    _finish(ax, title or "Loss and trend")
+    return fig
+
+
+def _finish(ax, title: str) -> None:
+    """The title (wrapped, at most two lines) and the legend below the axes."""
+    ax.set_title(textwrap.fill(title, 86, max_lines=2, placeholder=" ..."), fontsize=9)
+    ax.grid(True, which="major", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+
+
 def loss_vs_compute_figure(
     x: Sequence[float],
     loss: Sequence[float],
     *,
     x_label: str,
     loss_label: str = "loss",
+    smooth_x: Sequence[float] | None = None,
+    smooth_loss: Sequence[float] | None = None,
     grid_x: Sequence[float] | None = None,
     trend: Sequence[float] | None = None,
     lower: Sequence[float] | None = None,
     upper: Sequence[float] | None = None,
+    held_x: Sequence[float] | None = None,
+    held_trend: Sequence[float] | None = None,
     planned_end: float | None = None,
     forecast: tuple[float, float, float] | None = None,
+    episodes: Sequence[tuple] = (),
+    marks: Sequence[tuple] = (),
     level: float | None = None,
     law: str | None = None,
     title: str = "Loss vs compute",
 ):
-    """Observed loss against compute on log-log axes, with the fitted law, its band and the
-    planned end of the run.
+    """Observed loss against compute on log-log axes, with the fitted law and its band drawn
+    over the fitted range only (from the fit's first point to the planned end), the forecast
+    at the planned end, episodes and warnings marked. The y axis fits the data of the fitted
+    range (earlier, warm-up losses are clipped), with plain decimal ticks.
 
     Args:
         x, loss: observed points (x in the unit named by ``x_label``, e.g. "FLOPs").
-        grid_x, trend, lower, upper: the fitted law and its band evaluated on ``grid_x``
-            (same x unit), reaching out to the planned end.
+        smooth_x, smooth_loss: the smoothed loss.
+        grid_x, trend, lower, upper: the fitted law and its band on ``grid_x`` (same x unit).
+        held_x, held_trend: the trend held through a behind-trend episode.
         planned_end: x where the run is planned to stop (a vertical line).
         forecast: (final, lower, upper) loss forecast at ``planned_end`` (a point with bars).
+        episodes: (since, end or None, label) and marks: (x, kind), in x units.
     """
-    fig = _figure(fixed_margins=True)
+    fig = _figure(6.4, 4.8, fixed_margins=True)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.3, top=0.9)
     ax = fig.add_subplot()
-    x = np.asarray(x, dtype=float)
-    loss = np.asarray(loss, dtype=float)
+    x, loss = _arr(x), _arr(loss)
     ok = _positive(x, loss)
-    ax.plot(x[ok], loss[ok], ".", ms=3, color="tab:blue", alpha=0.6, label=f"observed {loss_label}")
-    if grid_x is not None and trend is not None:
-        gx = np.asarray(grid_x, dtype=float)
-        ty = np.asarray(trend, dtype=float)
+    ax.plot(x[ok], loss[ok], ".", ms=2, color=COLOURS["raw"], label=f"{loss_label} per step")
+    shown, x_lo = [], None
+    if smooth_x is not None:
+        sx, sy = _arr(smooth_x), _arr(smooth_loss)
+        good = _positive(sx, sy)
+        ax.plot(sx[good], sy[good], "-", color=COLOURS["observed"], lw=2.0, label=f"{loss_label}, smoothed")
+    gx = _arr(grid_x)
+    if grid_x is not None and trend is not None and gx.size:
+        ty = _arr(trend)
         good = _positive(gx, ty)
-        ax.plot(gx[good], ty[good], "-", color="tab:orange", lw=1.5, label=f"fitted law ({law or 'fit'})")
+        pct = f"{100 * level:.0f}% " if level else ""
+        ax.plot(gx[good], ty[good], "-", color=COLOURS["trend"], lw=1.5, label=f"fitted law ({law or 'fit'})")
         if lower is not None and upper is not None:
-            lo = np.asarray(lower, dtype=float)
-            hi = np.asarray(upper, dtype=float)
+            lo, hi = _arr(lower), _arr(upper)
             band = good & np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
-            pct = f"{100 * level:.0f}% " if level else ""
-            ax.fill_between(gx[band], lo[band], hi[band], color="tab:orange", alpha=0.2,
-                            lw=0, label=f"{pct}band")
+            ax.fill_between(gx[band], lo[band], hi[band], color=COLOURS["trend"], alpha=0.2, lw=0, label=f"{pct}band")
+            shown += [lo[band], hi[band]]
+        x_lo = float(gx[good].min()) if good.any() else None
+        shown.append(ty[good])
+    if held_x is not None and len(held_x):
+        hx, hy = _arr(held_x), _arr(held_trend)
+        good = _positive(hx, hy)
+        ax.plot(hx[good], hy[good], ":", color=COLOURS["held"], lw=2.0, label="trend held from before the episode")
+        shown.append(hy[good])
     if planned_end is not None and math.isfinite(planned_end) and planned_end > 0:
         ax.axvline(planned_end, color="0.4", ls="--", lw=1, label="planned end")
         if forecast is not None and all(v is not None and math.isfinite(v) for v in forecast):
             final, lo, hi = forecast
-            ax.errorbar([planned_end], [final], yerr=[[max(final - lo, 0)], [max(hi - final, 0)]],
-                        fmt="o", color="tab:red", ms=4, capsize=3, label=f"forecast {final:.4g}")
+            ax.errorbar([planned_end], [final], yerr=[[max(final - lo, 0)], [max(hi - final, 0)]], fmt="o",
+                        color=COLOURS["forecast"], ms=5, capsize=4, zorder=5, label=f"forecast {final:.4g}")
+            shown.append(_arr([lo, hi]))
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log_labels(ax)
+    if x_lo is not None:
+        in_range = x >= x_lo
+        shown.append(loss[ok & in_range])
+        ends = [v for v in (planned_end, float(x[ok].max()) if ok.any() else None) if v]
+        ax.set_xlim(x_lo / 1.3, max(ends) * 1.15 if ends else None)
+    else:
+        shown.append(loss[ok])
+    limits = _limits(shown, log=True)
+    if limits:
+        ax.set_ylim(*limits)
+    _decimal_axis(ax.yaxis, log=True)
+    _compute_axis(ax.xaxis)
+    _mark_events(ax, marks, episodes)
     ax.set_xlabel(x_label)
     ax.set_ylabel(loss_label)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="upper right")
-    return fig
-
-
-def _plain_log_labels(ax) -> None:
-    """Tick labels of log axes as plain text ("1e+10", "3"): the default mathtext labels
-    ($10^{10}$) are parsed by pyparsing, about a quarter of a drawing's time."""
-    from matplotlib import ticker
-
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=False))
-        axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
-    # compute spans decades: minor ticks at 2x and 5x only (each tick is several artists; the
-    # default 8 a decade make a quarter of the drawing time)
-    ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
-
-
-def forecast_history_figure(
-    made_at: Sequence[float],
-    final: Sequence[float],
-    lower: Sequence[float],
-    upper: Sequence[float],
-    *,
-    observed_final: float | None = None,
-    observed_label: str = "observed final",
-    loss_label: str = "loss",
-    target_step: float | None = None,
-    level: float | None = None,
-):
-    """The forecast final loss (and its interval) against the step the forecast was made at;
-    a horizontal line at the observed final loss once it is known."""
-    fig = _figure(fixed_margins=True)
-    ax = fig.add_subplot()
-    s = np.asarray(made_at, dtype=float)
-    f = np.asarray(final, dtype=float)
-    lo = np.asarray(lower, dtype=float)
-    hi = np.asarray(upper, dtype=float)
-    good = np.isfinite(s) & np.isfinite(f)
-    ax.plot(s[good], f[good], "o-", ms=3, color="tab:red", label="forecast final loss")
-    band = good & np.isfinite(lo) & np.isfinite(hi)
-    pct = f"{100 * level:.0f}% " if level else ""
-    ax.fill_between(s[band], lo[band], hi[band], color="tab:red", alpha=0.15, lw=0,
-                    label=f"{pct}interval", step=None)
-    if observed_final is not None and math.isfinite(observed_final):
-        ax.axhline(observed_final, color="tab:blue", lw=1.2, label=f"{observed_label} {observed_final:.4g}")
-    if target_step is not None and math.isfinite(target_step):
-        ax.set_xlim(0, target_step)
-    # the first intervals can be wide enough to flatten the rest: scale to the later half
-    later = np.arange(s.size) >= s.size // 2
-    ys = np.concatenate([f[good], lo[band & later], hi[band & later],
-                         [observed_final] if observed_final is not None else []])
-    ys = ys[np.isfinite(ys)]
-    if ys.size:
-        y0, y1 = float(ys.min()), float(ys.max())
-        pad = 0.15 * (y1 - y0) if y1 > y0 else 0.05 * abs(y1) + 1e-12
-        ax.set_ylim(y0 - pad, y1 + pad)
-    ax.set_xlabel("step the forecast was made at (optimizer steps)")
-    ax.set_ylabel(f"forecast final {loss_label}")
-    ax.set_title("Forecast of the final loss over time")
-    ax.grid(True, alpha=0.25)
-    ax.legend(fontsize=8, loc="upper right")
+    _finish(ax, title)
     return fig
 
 
@@ -248,7 +393,7 @@ def report_figure(runs: Sequence[dict[str, Any]], *, x_label: str, loss_label: s
 # Jobs: what the figure helper process (and the sink, without one) draws
 
 #: The figures a job may ask for, by kind.
-FIGURE_KINDS = {"loss_vs_compute": loss_vs_compute_figure, "forecast_history": forecast_history_figure}
+FIGURE_KINDS = {"loss_vs_compute": loss_vs_compute_figure, "trend": trend_figure}
 
 
 def render_pngs(figures: dict) -> dict:

@@ -30,8 +30,9 @@ import numpy as np
 #: The figures drawn once before the first job, so that fonts are loaded by then.
 _WARM_UP_X = np.geomspace(1.0, 1e3, 8)
 WARM_UP_JOB = {
-    "forecast_history": ("forecast_history", {"made_at": _WARM_UP_X, "final": _WARM_UP_X, "lower": _WARM_UP_X,
-                                              "upper": _WARM_UP_X}),
+    "trend": ("trend", {"step": _WARM_UP_X, "loss": 1 / _WARM_UP_X, "trend": 1 / _WARM_UP_X,
+                        "lower": 0.5 / _WARM_UP_X, "upper": 2 / _WARM_UP_X, "forecast": (1e-3, 5e-4, 2e-3),
+                        "target_step": 1e3, "episodes": [(10.0, None, "behind")], "marks": [(10.0, "divergence")]}),
     "loss_vs_compute": ("loss_vs_compute", {"x": _WARM_UP_X, "loss": 1 / _WARM_UP_X, "x_label": "x",
                                             "grid_x": _WARM_UP_X, "trend": 1 / _WARM_UP_X, "lower": 0.5 / _WARM_UP_X,
                                             "upper": 2 / _WARM_UP_X, "planned_end": 1e3,

@@ -1,186 +1,152 @@
-"""The "Scaling law" custom-scalars layout: its tags, chart titles, and the step-axis units.
+"""Where the panels go: the series' runs and tags, and the custom-scalars layout.
 
-What a user sees under Custom Scalars -> "Scaling law":
+TensorBoard colours a line by its *run* and overlays the runs that share a tag in one chart.
+So each series the panels draw is a run of its own, a sub-directory of the logger's run
+directory, and the series shown together share their tags:
 
-- "Forecast final loss": the forecast of the loss at the planned end with its interval (a
-  Margin chart), drawn against the observed loss: the band narrows as the run goes on, and
-  the observed loss should end inside it.
-- "Trend at the current step": the fitted law evaluated at the current step with its band,
-  against the observed loss: the run is on trend while the observed loss stays in the band.
-- one Multiline chart per fitted parameter (E, A, alpha, ...): they settle as the fit firms up.
-- "Residual (noise units)": (observed - trend) / noise scale; beyond about +-2 for long is
-  a run leaving its own trend.
-- cumulative compute (FLOPs, tokens) as scalars, and the loss against compute on a step axis
-  whose unit (e.g. GFLOPs) keeps the count inside TensorBoard's int64 steps; the unit is in
-  the tag's name.
+- ``scaling_forecast``: the forecast of the final loss (at the planned last step), at the
+  step it was made;
+- ``scaling_observed``: the observed loss, smoothed (mean over the last 2.5% of the planned
+  steps), and how far it sits above the trend while the run is behind it;
+- ``scaling_trend``: the trend, a fit made at least 5% of the run earlier evaluated at the
+  same steps (the fit the run fell behind, held for as long as it stays behind);
+- ``scaling_band_upper``, ``scaling_band_lower``: the ends of the interval around the
+  forecast and of the band around the trend (so that Time Series and Scalars show them);
+- ``scaling_target``: the target loss, when the monitor has one.
 
-TensorBoard steps are int64 and its scalars float32, so every series uses the trainer's
-global step as its step; FLOPs are values (float32 keeps 7 significant digits, plenty for a
-running total), never steps, except in the compute-axis series whose unit is chosen so that
-the planned total stays below 1e12 steps. Log-log pictures are drawn as figures (images).
+Their tags begin with "Scaling law/" and a number: TensorBoard sorts tag groups by name, with
+capitals before lower case, so the group comes before Lightning's ``epoch`` and
+``hp_metric`` and is the first thing Time Series and Scalars show. The main run (the
+logger's own directory) holds the layout, the fitted parameters, the figures and the text.
+
+The custom-scalars layout ("Custom Scalars" tab) draws the same series with shaded bands:
+its Margin charts read value/lower/upper triples (``MARGIN_*`` tags) that each series run
+writes (the observed loss as a band of zero width), so one chart shows the observed loss and
+the trend band in their runs' colours.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 CATEGORY = "Scaling law"
-#: Second category: the charts TensorBoard would otherwise put above the Margin charts
-#: (it draws a category's Multiline charts first).
-CATEGORY_DETAILS = "Scaling law: fit details and compute"
+#: Second category: the fitted parameters of the law in use.
+CATEGORY_DETAILS = "Scaling law: fitted parameters"
 #: The tag TensorBoard's custom-scalars plugin reads its layout from.
 LAYOUT_TAG = "custom_scalars__config__"
 
-#: Chart titles of the layout, in order (the page check and the tests look for these).
-CHART_FORECAST = "Forecast final loss (band) vs observed loss"
-CHART_TREND = "Trend at the current step (band) vs observed loss"
-CHART_RESIDUAL = "Residual (observed - trend) in noise units"
-CHART_FLOPS = "Cumulative compute (FLOPs)"
-CHART_TOKENS = "Cumulative tokens"
+#: Sub-runs of the logger's run directory, in the order they are created: TensorBoard gives
+#: runs their colours in the order it finds them, and neighbours in its palettes differ most.
+RUN_FORECAST = "scaling_forecast"
+RUN_OBSERVED = "scaling_observed"
+RUN_TREND = "scaling_trend"
+RUN_UPPER = "scaling_band_upper"
+RUN_LOWER = "scaling_band_lower"
+RUN_TARGET = "scaling_target"
+SERIES_RUNS = (RUN_FORECAST, RUN_OBSERVED, RUN_TREND, RUN_UPPER, RUN_LOWER, RUN_TARGET)
+
+#: Chart titles of the "Scaling law" category (the page check and the tests look for these).
+CHART_FORECAST = "Forecast of the final loss (band: interval)"
+CHART_TREND = "Observed loss (smoothed) vs trend band"
+CHART_BEHIND = "Behind trend: % above the trend"
 
 
 @dataclass(frozen=True)
 class PanelTags:
-    """Scalar tags the panels read. Defaults are the tags the monitor's TensorBoard sink
-    writes; ``observed`` may point at the user's own loss tag instead.
+    """Tags the panels write (see the module docstring for the runs that hold them).
 
-    >>> PanelTags().param("alpha")
-    'scaling/param/alpha'
-    >>> PanelTags(observed="train_loss").observed
-    'train_loss'
+    >>> PanelTags().param("convex_bound", "L0")
+    'scaling/param/convex_bound/L0'
+    >>> PanelTags().with_prefix("exp-").forecast
+    'exp-Scaling law/1 final loss forecast'
     """
 
-    observed: str = "scaling/observed_loss"
-    forecast: str = "scaling/forecast_final_loss"
-    forecast_lower: str = "scaling/forecast_lower"
-    forecast_upper: str = "scaling/forecast_upper"
-    trend: str = "scaling/trend"
-    trend_lower: str = "scaling/trend_lower"
-    trend_upper: str = "scaling/trend_upper"
-    param_prefix: str = "scaling/param/"
-    residual: str = "scaling/residual_sigma"
-    flops: str = "scaling/flops"
-    tokens: str = "scaling/tokens"
+    forecast: str = "Scaling law/1 final loss forecast"  #: forecast, band ends, target runs
+    loss: str = "Scaling law/2 loss vs trend band"  #: observed, trend, band ends runs
+    behind: str = "Scaling law/3 behind trend, % above"  #: observed run
+    figure_trend: str = "Scaling law/4 figure: loss and trend"  #: main run, image
+    figure_compute: str = "Scaling law/5 figure: loss vs compute"  #: main run, image
+    summary: str = "Scaling law/summary"  #: main run, markdown text
+    margin_forecast: str = "scaling/margin/forecast"  #: forecast and target runs
+    margin_forecast_lower: str = "scaling/margin/forecast_lower"
+    margin_forecast_upper: str = "scaling/margin/forecast_upper"
+    margin_loss: str = "scaling/margin/loss"  #: observed and trend runs
+    margin_loss_lower: str = "scaling/margin/loss_lower"
+    margin_loss_upper: str = "scaling/margin/loss_upper"
+    param_prefix: str = "scaling/param/"  #: main run: ``<prefix><law>/<name>``
 
-    def param(self, name: str) -> str:
-        """Tag of the fitted parameter ``name``."""
-        return self.param_prefix + name
+    def param(self, law: str, name: str) -> str:
+        """Tag of the fitted parameter ``name`` of ``law``."""
+        return f"{self.param_prefix}{clean_name(law)}/{clean_name(name)}"
 
     def with_prefix(self, prefix: str) -> PanelTags:
-        """Every tag with ``prefix`` in front (a logger's ``prefix`` plus its join character).
-
-        >>> PanelTags().with_prefix("exp-").flops
-        'exp-scaling/flops'
-        """
-        return PanelTags(**{name: prefix + value for name, value in self.__dict__.items()})
+        """Every tag with ``prefix`` in front (a logger's ``prefix`` plus its join character)."""
+        return PanelTags(**{f.name: prefix + getattr(self, f.name) for f in fields(self)})
 
 
-# --------------------------------------------------------------------------------------
-# Units for the compute-axis series
+def clean_name(name: str) -> str:
+    """``name`` with every character a tag should not hold replaced by "_".
 
-_PREFIXES = ((1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T"), (1e15, "P"),
-             (1e18, "E"), (1e21, "Z"), (1e24, "Y"))
-#: The compute-axis series keeps its planned total below this many steps.
-MAX_AXIS_STEPS = 1e12
-
-
-def axis_unit(planned_total: float, base: str = "FLOPs") -> tuple[str, float]:
-    """(unit name, size) of a decimal unit that keeps ``planned_total`` below 1e12 steps.
-
-    The smallest SI multiple is taken, so steps stay as fine as possible: 3e17 FLOPs ->
-    ("MFLOPs", 1e6), i.e. 3e11 steps. ``base`` is "FLOPs" or "tokens".
-
-    >>> axis_unit(3e17)
-    ('MFLOPs', 1000000.0)
-    >>> axis_unit(4e9, "tokens")
-    ('tokens', 1.0)
-    >>> axis_unit(float("nan"))  # unknown total: the base unit
-    ('FLOPs', 1.0)
+    >>> clean_name("A (scale)")
+    'A__scale_'
     """
-    if not (planned_total > 0 and math.isfinite(planned_total)):
-        return base, 1.0
-    for size, prefix in _PREFIXES:
-        if planned_total / size < MAX_AXIS_STEPS:
-            return prefix + base, size
-    return _PREFIXES[-1][1] + base, _PREFIXES[-1][0]
+    return re.sub(r"[^-\w.]", "_", str(name))
 
 
-def compute_axis_tag(unit: str) -> str:
-    """Tag of the loss series whose step is cumulative compute in ``unit`` (e.g. GFLOPs).
-
-    >>> compute_axis_tag("GFLOPs")
-    'scaling/loss_vs_compute_step_in_GFLOPs'
-    """
-    return f"scaling/loss_vs_compute_step_in_{unit}"
-
-
-# --------------------------------------------------------------------------------------
-# Layout
-
-
-def build_layout(tags: PanelTags, param_names: Iterable[str] = (), compute_tag: str | None = None, *,
-                 flops: bool = True, tokens: bool = True) -> layout_pb2.Layout:
-    """The custom-scalars layout (a ``layout_pb2.Layout``) of the "Scaling law" category.
-
-    ``flops``/``tokens``: include the cumulative-compute charts (leave out what the run
-    does not count, so that every chart has data).
+def build_layout(tags: PanelTags, law: str | None = None, param_names: Iterable[str] = (), *,
+                 level: float = 0.9, target_step: int | None = None) -> layout_pb2.Layout:
+    """The custom-scalars layout (a ``layout_pb2.Layout``): the "Scaling law" category (the
+    forecast, the observed loss against the trend, behind-trend), and one chart per fitted
+    parameter of ``law`` (the law in use; the layout is rewritten when it changes).
 
     Margin charts take exact tags; Multiline charts take regular expressions, anchored here
     (``^...$``) so that each chart shows exactly the tags it names.
 
-    >>> layout = build_layout(PanelTags(), ["E"], tokens=False)
+    >>> layout = build_layout(PanelTags(), "mmf", ["E", "A"], target_step=800)
     >>> [category.title for category in layout.category]
-    ['Scaling law', 'Scaling law: fit details and compute']
+    ['Scaling law', 'Scaling law: fitted parameters']
     >>> [chart.title for chart in layout.category[1].chart]
-    ['Fitted parameter E', 'Residual (observed - trend) in noise units', 'Cumulative compute (FLOPs)']
+    ['mmf: E', 'mmf: A']
     """
+    pct = f"{100 * level:.0f}%"
+    at = f" at step {int(target_step):,}" if target_step else ""
 
     def margin(title: str, value: str, lower: str, upper: str) -> layout_pb2.Chart:
-        series = [
-            layout_pb2.MarginChartContent.Series(value=value, lower=lower, upper=upper),
-            layout_pb2.MarginChartContent.Series(value=tags.observed, lower=tags.observed,
-                                                 upper=tags.observed),
-        ]
+        series = [layout_pb2.MarginChartContent.Series(value=value, lower=lower, upper=upper)]
         return layout_pb2.Chart(title=title, margin=layout_pb2.MarginChartContent(series=series))
 
     def multiline(title: str, *exact_tags: str) -> layout_pb2.Chart:
         regexes = [f"^{re.escape(t)}$" for t in exact_tags]
         return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=regexes))
 
-    # TensorBoard (2.x) draws a category's Margin charts in reverse order: the forecast,
-    # listed last, comes out first.
+    # TensorBoard (2.x) draws a category's Multiline charts first, then its Margin charts in
+    # reverse order: all three are Margin charts (behind trend: a band of zero width), and
+    # this list comes out as forecast, trend, behind.
     glance = [
-        margin(CHART_TREND, tags.trend, tags.trend_lower, tags.trend_upper),
-        margin(CHART_FORECAST, tags.forecast, tags.forecast_lower, tags.forecast_upper),
+        margin(CHART_BEHIND, tags.behind, tags.behind, tags.behind),
+        margin(f"{CHART_TREND} ({pct})", tags.margin_loss, tags.margin_loss_lower, tags.margin_loss_upper),
+        margin(f"{CHART_FORECAST.replace('interval', pct + ' interval')}{at}", tags.margin_forecast,
+               tags.margin_forecast_lower, tags.margin_forecast_upper),
     ]
-    details = [multiline(f"Fitted parameter {name}", tags.param(name)) for name in param_names]
-    details.append(multiline(CHART_RESIDUAL, tags.residual))
-    if compute_tag:
-        unit = compute_tag.rsplit("_in_", 1)[-1]
-        details.append(multiline(f"Loss vs compute (step axis = {unit})", compute_tag))
-    if flops:
-        details.append(multiline(CHART_FLOPS, tags.flops))
-    if tokens:
-        details.append(multiline(CHART_TOKENS, tags.tokens))
-    return layout_pb2.Layout(category=[
-        layout_pb2.Category(title=CATEGORY, chart=glance),
-        layout_pb2.Category(title=CATEGORY_DETAILS, chart=details),
-    ])
+    details = [multiline(f"{law}: {name}", tags.param(law, name)) for name in param_names] if law else []
+    categories = [layout_pb2.Category(title=CATEGORY, chart=glance)]
+    if details:
+        categories.append(layout_pb2.Category(title=CATEGORY_DETAILS, chart=details))
+    return layout_pb2.Layout(category=categories)
 
 
 def layout_tags(layout: layout_pb2.Layout) -> tuple[set[str], list[str]]:
     """(exact tags of the Margin charts, regexes of the Multiline charts) of a layout.
 
-    >>> exact, regexes = layout_tags(build_layout(PanelTags(), ["E"]))
-    >>> sorted(exact)[:3]
-    ['scaling/forecast_final_loss', 'scaling/forecast_lower', 'scaling/forecast_upper']
-    >>> regexes[0]
-    '^scaling/param/E$'
+    >>> exact, regexes = layout_tags(build_layout(PanelTags(), "mmf", ["E"]))
+    >>> sorted(exact)[:2]
+    ['Scaling law/3 behind trend, % above', 'scaling/margin/forecast']
+    >>> regexes[-1]
+    '^scaling/param/mmf/E$'
     """
     exact: set[str] = set()
     regexes: list[str] = []
@@ -197,9 +163,9 @@ def layout_tags(layout: layout_pb2.Layout) -> tuple[set[str], list[str]]:
 def missing_tags(layout: layout_pb2.Layout, available: Iterable[str]) -> list[str]:
     """Tags (and Multiline regexes) of ``layout`` that no tag in ``available`` satisfies.
 
-    >>> layout = build_layout(PanelTags(), [], flops=False, tokens=False)
-    >>> missing_tags(layout, ["scaling/observed_loss", "scaling/residual_sigma"])[:2]
-    ['scaling/forecast_final_loss', 'scaling/forecast_lower']
+    >>> layout = build_layout(PanelTags())
+    >>> missing_tags(layout, ["scaling/margin/loss", "scaling/margin/loss_lower"])[:2]
+    ['Scaling law/3 behind trend, % above', 'scaling/margin/forecast']
     """
     available = set(available)
     exact, regexes = layout_tags(layout)

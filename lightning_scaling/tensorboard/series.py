@@ -1,154 +1,202 @@
-"""The panels' scalars: the per-step series, the forecasts and parameters, and the layout."""
+"""The panels' scalars: the per-step series, the forecasts, the parameters, and the layout.
+
+What goes where is in ``layout``'s docstring; what the numbers are is in ``state``'s.
+"""
 
 from __future__ import annotations
 
-import re
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .band import TrendBand, band_at, residual_sigma, tabulate_band
-from .layout import PanelTags, axis_unit, build_layout, compute_axis_tag
-from .text import finite
+from .band import TrendBand, band_at, tabulate_band
+from .layout import (
+    RUN_FORECAST,
+    RUN_LOWER,
+    RUN_OBSERVED,
+    RUN_TARGET,
+    RUN_TREND,
+    RUN_UPPER,
+    PanelTags,
+    build_layout,
+    clean_name,
+)
+from .numeric import finite
+from .state import END_LEVEL, PanelState, Point
+from .subruns import SeriesRuns
+from .verdict import informative
 from .writing import write_layout, write_scalars
 
-
-def clean_name(name: str) -> str:
-    """``name`` with every character a tag should not hold replaced by "_".
-
-    >>> clean_name("A (scale)")
-    'A__scale_'
-    """
-    return re.sub(r"[^-/\w.]", "_", str(name))
+#: Written points kept for the figures: beyond it, every other one is dropped.
+MAX_KEPT_POINTS = 4096
 
 
 class ScalarSeries:
-    """The scalars of the "Scaling law" panels and their layout, at the trainer's global step.
+    """The scalars of the panels at the trainer's global step, and their layout.
 
-    - every ``every`` optimizer steps (:meth:`observe`): the observed loss, the trend of the
-      newest fit at this step with its band, the residual in noise units, cumulative FLOPs
-      and tokens, and the loss on a compute step axis (unit chosen at the first observation
-      with compute, see ``layout.axis_unit``);
-    - at every refit (:meth:`refit`): the forecast of the final loss with its interval and
-      the fitted parameters; the layout once, at the first refit that produced a fit.
+    - every ``every`` optimizer steps (:meth:`observe`): the smoothed loss, the trend it is
+      compared with and its band, how far behind the trend the run is (``state``);
+    - at every refit (:meth:`refit`): the forecast of the final loss with its interval (when
+      informative, ``verdict.informative``), the target, the fitted parameters; the layout,
+      again whenever the law or its parameters change.
 
-    The per-step series are buffered and written in batches: at each refit (when the
-    monitor's refit thread is idle, so that writing does not wait on the GIL behind it), at
-    the end, and when ``max_buffered`` are waiting or ``max_buffer_seconds`` have passed.
-    What a user sees is not delayed by it: the SummaryWriter itself reaches the disk every
-    120 s.
+    The per-step points are buffered and written in batches: at each refit (the monitor's
+    refit thread is idle then, so that writing does not wait on the GIL behind it), at the
+    end, and when ``max_buffered`` are waiting or ``max_buffer_seconds`` have passed.
 
     Args:
         tags: the tags to write (with the logger's prefix).
-        every: optimizer steps between two writes of the per-step series.
-        tag_prefix: the logger's prefix with its join character ("" for none), for the
-            compute-axis tag.
+        every: optimizer steps between two points of the per-step series.
+        runs: the series' own runs (``subruns.SeriesRuns``).
+        state: the sink's state (``state.PanelState``), fed here with the observations and
+            forecasts.
     """
 
-    def __init__(self, tags: PanelTags, every: int, tag_prefix: str = "", *, max_buffered: int = 64,
+    def __init__(self, tags: PanelTags, every: int, runs: SeriesRuns, state: PanelState, *, max_buffered: int = 64,
                  max_buffer_seconds: float = 30.0):
         self.tags = tags
         self.every = max(1, int(every))
-        self.tag_prefix = tag_prefix
+        self.runs = runs
+        self.state = state
         self.max_buffered = int(max_buffered)
         self.max_buffer_seconds = float(max_buffer_seconds)
         self.layout = None  # the layout written, once it is
-        self.compute_tag: str | None = None
-        self._compute_unit: tuple[str, float, str] | None = None  # (unit, size, "flops"|"tokens")
-        self._seen = {"flops": False, "tokens": False}
-        self._next_write = 0  # the next optimizer step whose observation is written
-        self.due: list[tuple[Mapping[str, Any], Any]] = []  # (observation, newest forecast) to write
+        self.layout_key: tuple | None = None  # (law, parameter names, level, planned end) of the layout
+        self.points: list[Point] = []  # the points written, oldest first (thinned past MAX_KEPT_POINTS)
+        self.due: list[Point] = []
+        self._next_write = 0  # the next optimizer step whose point is written
         self._last_flush = time.monotonic()
-        self._band: TrendBand | None = None  # the newest fit's trend and band, tabulated
-        self._last_refit_step: int | None = None
+        self._bands: OrderedDict[tuple, TrendBand] = OrderedDict()  # (id(forecast), level) -> its band
+        self._written_forecasts = 0
+        self._last_forecast_step = -1
+        self._layout_step = -1
+
+    @property
+    def last_point(self) -> Point | None:
+        return self.points[-1] if self.points else None
 
     def is_due(self, step: int) -> bool:
-        """Whether the observation at optimizer ``step`` is to be written."""
+        """Whether the point at optimizer ``step`` is to be written."""
         return step >= self._next_write
 
-    def observe(self, writer, observations: Iterable[Mapping[str, Any]], forecast, planned_steps) -> None:
-        """Buffer the observations that are due (dicts: ``step``, ``loss``, ``flops``,
-        ``tokens``) with ``forecast``, the newest; write the buffer when it is full or old."""
+    def observe(self, observations: Iterable[Mapping[str, Any]], planned_steps) -> None:
+        """Feed the observations (dicts: ``step``, ``loss``, ``flops``, ``tokens``) to the state
+        and buffer a point at each due step; write the buffer when it is full or old."""
+        state = self.state
+        if state.window_steps is None and finite(planned_steps):
+            state.configure(planned_steps)
         for obs in observations:
+            state.observe(obs)
             step = int(obs["step"])
-            if step < self._next_write:
-                continue
-            self._next_write = (step // self.every + 1) * self.every
-            self.due.append((obs, forecast))
+            if step >= self._next_write and finite(obs.get("loss")):
+                self._next_write = (step // self.every + 1) * self.every
+                point = state.point()
+                if point is not None:
+                    self.due.append(point)
         if len(self.due) >= self.max_buffered or time.monotonic() - self._last_flush >= self.max_buffer_seconds:
-            self.flush(writer, planned_steps)
+            self.flush()
 
-    def flush(self, writer, planned_steps) -> None:
-        """Write the buffered per-step series, oldest first, each with the forecast that was
-        the newest when it was observed. ``planned_steps``: the planned last optimizer step
-        (None: unknown), for the compute axis's unit."""
+    def flush(self) -> None:
+        """Write the buffered points, oldest first."""
         due, self.due = self.due, []
         self._last_flush = time.monotonic()
-        for obs, forecast in due:
-            self._write_observation(writer, obs, forecast, planned_steps)
+        for point in due:
+            self._write_point(point)
 
-    def refit(self, writer, step: int, forecast) -> None:
-        """Write a new forecast (and the layout, at the first fit) at global ``step``."""
+    def finish(self) -> Point | None:
+        """The end of training: a point at the newest observation (unless written), everything
+        buffered written; returns the last point."""
+        point = self.state.point()
+        last = self.due[-1] if self.due else self.last_point
+        if point is not None and (last is None or last.step < point.step):
+            self.due.append(point)
+        self.flush()
+        self.runs.flush()
+        return self.last_point
+
+    def refit(self, writer, step: int, forecast, level: float) -> None:
+        """Write a new forecast (and the layout, when the law changed) at global ``step``."""
+        self.state.add_forecast(forecast)
         fit = getattr(forecast, "fit", None)
         ok = bool(getattr(fit, "ok", False))
-        if self.layout is None and ok:
-            self._write_layout(writer, list(fit.params))
-        tags = self.tags
-        values = {tags.forecast: forecast.final_loss, tags.forecast_lower: forecast.lower,
-                  tags.forecast_upper: forecast.upper}
+        tags, runs = self.tags, self.runs
+        made = int(getattr(forecast, "step", step))
+        if made > self._last_forecast_step and informative(forecast):
+            self._write_forecast(made, forecast.final_loss, forecast.lower, forecast.upper)
+        target = getattr(forecast, "target_loss", None)
+        if finite(target) and made > self._last_forecast_step:
+            runs.write(RUN_TARGET, made, {tags.forecast: target, tags.margin_forecast: target,
+                                          tags.margin_forecast_lower: target, tags.margin_forecast_upper: target})
+        self._last_forecast_step = max(self._last_forecast_step, made)
         if ok:
-            values.update({tags.param(clean_name(k)): v for k, v in fit.params.items()})
-            # Tabulate the band now, while the monitor's refit thread is idle (done, the next
-            # one not yet submitted): evaluated later, in an observation write, the fit's numpy
-            # calls would wait on the GIL behind a running refit. Only when a write is due
-            # before the next refit is expected, so that refits faster than the writes do not
-            # each pay for a table nobody reads.
-            gap = step - self._last_refit_step if self._last_refit_step is not None else 0
-            if gap <= 0 or self._next_write - step <= gap:
-                self._band = tabulate_band(forecast)
-            self._last_refit_step = step
-        write_scalars(writer, step, values)
+            law = str(getattr(forecast, "law", None) or getattr(fit, "law", "law"))
+            names = [clean_name(k) for k in fit.params]
+            key = (law, tuple(names), float(level), getattr(forecast, "target_step", None))
+            if key != self.layout_key:
+                self._write_layout(writer, key, step)
+            write_scalars(writer, step, {tags.param(law, k): v for k, v in fit.params.items()})
 
-    def _write_observation(self, writer, obs, forecast, planned_steps) -> None:
-        tags = self.tags
-        step = int(obs["step"])
-        loss = obs.get("loss")
-        values = {tags.observed: loss, tags.flops: obs.get("flops"), tags.tokens: obs.get("tokens")}
-        for key in ("flops", "tokens"):
-            self._seen[key] = self._seen[key] or finite(obs.get(key))
-        fit = getattr(forecast, "fit", None)
-        if fit is not None and getattr(fit, "ok", False):
-            if self._band is None or self._band.fit is not fit:
-                self._band = tabulate_band(forecast)
+    def ensure_forecast_written(self) -> None:
+        """At the end: the forecast chart gets the newest finite forecast when none was
+        informative enough to be drawn (so that it is never empty)."""
+        if self._written_forecasts:
+            return
+        usable = [f for f in self.state.all_forecasts if finite(getattr(f, "final_loss", None))]
+        if usable:
+            f = usable[-1]
+            self._write_forecast(int(f.step), f.final_loss, f.lower, f.upper)
+
+    # -- writing ---------------------------------------------------------------------------
+    def _write_forecast(self, step: int, final, lower, upper) -> None:
+        tags, runs = self.tags, self.runs
+        runs.write(RUN_FORECAST, step, {tags.forecast: final, tags.margin_forecast: final,
+                                        tags.margin_forecast_lower: lower, tags.margin_forecast_upper: upper})
+        runs.write(RUN_UPPER, step, {tags.forecast: upper})
+        runs.write(RUN_LOWER, step, {tags.forecast: lower})
+        self._written_forecasts += 1
+
+    def _write_layout(self, writer, key: tuple, step: int) -> None:
+        law, names, level, target_step = key
+        self.layout = build_layout(self.tags, law, names, level=level, target_step=target_step)
+        # each layout at a later step than the last: TensorBoard shows a run's newest one
+        self._layout_step = max(int(step), self._layout_step + 1)
+        write_layout(writer, self.layout, self._layout_step)
+        self.layout_key = key
+
+    def _band(self, forecast, level: float | None = None) -> TrendBand:
+        key = (id(forecast), level)
+        band = self._bands.get(key)
+        if band is None or band.fit is not forecast.fit:
+            band = self._bands[key] = tabulate_band(forecast, level=level)
+            while len(self._bands) > 6:
+                self._bands.popitem(last=False)
+        return band
+
+    def _write_point(self, point: Point) -> None:
+        tags, runs, state = self.tags, self.runs, self.state
+        forecast, episode = state.trend_forecast(point.step)
+        if forecast is not None:
             axis = getattr(forecast, "x_axis", "step")
-            x = float(step) if axis == "step" else obs.get(axis)
+            x = point.x.get(axis)
             if finite(x) and x > 0:
-                level = getattr(forecast, "level", 0.9)
-                trend, lo, hi = band_at(self._band, float(x), level)
-                values.update({tags.trend: trend, tags.trend_lower: lo, tags.trend_upper: hi})
-                values[tags.residual] = residual_sigma(self._band.fit, loss, trend, lo, hi, level)
-        write_scalars(writer, step, values)
-        if self._compute_unit is None:
-            self._choose_compute_unit(obs, planned_steps)
-        if self._compute_unit is not None and finite(loss):
-            _, size, key = self._compute_unit
-            c = obs.get(key)
-            if finite(c) and c >= 0 and c / size < 2**62:
-                write_scalars(writer, int(c / size), {self.compute_tag: loss})
-
-    def _choose_compute_unit(self, obs, planned_steps) -> None:
-        step = float(obs["step"])
-        horizon = float(planned_steps) if finite(planned_steps) and planned_steps > step else step * 1000.0
-        for key, base in (("flops", "FLOPs"), ("tokens", "tokens")):
-            value = obs.get(key)
-            if finite(value) and value > 0 and step > 0:
-                unit, size = axis_unit(value / step * horizon, base)
-                self._compute_unit = (unit, size, key)
-                self.compute_tag = self.tag_prefix + compute_axis_tag(unit)
-                return
-
-    def _write_layout(self, writer, param_names) -> None:
-        names = [clean_name(n) for n in param_names]
-        self.layout = build_layout(self.tags, names, self.compute_tag, flops=self._seen["flops"],
-                                   tokens=self._seen["tokens"])
-        write_layout(writer, self.layout)
+                trend, lo, hi = band_at(self._band(forecast), float(x), getattr(forecast, "level", 0.9))
+                point.trend_step = int(forecast.step)
+                end_upper = math.nan
+                if episode is not None and episode.held is forecast:  # the central band it must return to
+                    end_upper = band_at(self._band(forecast, END_LEVEL), float(x), END_LEVEL)[2]
+                state.place(point, trend, lo, hi, episode, end_upper)
+        observed = {tags.loss: point.loss, tags.margin_loss: point.loss, tags.margin_loss_lower: point.loss,
+                    tags.margin_loss_upper: point.loss}
+        if finite(point.trend):
+            observed[tags.behind] = point.behind
+            runs.write(RUN_TREND, point.step, {tags.loss: point.trend, tags.margin_loss: point.trend,
+                                               tags.margin_loss_lower: point.lower,
+                                               tags.margin_loss_upper: point.upper})
+            runs.write(RUN_UPPER, point.step, {tags.loss: point.upper})
+            runs.write(RUN_LOWER, point.step, {tags.loss: point.lower})
+        runs.write(RUN_OBSERVED, point.step, observed)
+        self.points.append(point)
+        if len(self.points) > MAX_KEPT_POINTS:
+            self.points = self.points[:-1:2] + [self.points[-1]]

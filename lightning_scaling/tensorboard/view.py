@@ -34,9 +34,13 @@ class MonitorView:
       ``summary(trainer)``: the run-summary dict (``lightning_scaling.io.summary`` schema).
 
     Of a ``Forecast``: ``step``, ``final_loss``, ``lower``, ``upper``, ``level``, ``law``,
-    ``x_axis``, ``target_step``, ``target_tokens``, ``target_flops`` and ``fit`` (a
-    ``CurveFit``: ``ok``, ``params``, ``predict``, ``interval``, ``x_first``, ``x_last``,
-    ``diagnostics``).
+    ``x_axis``, ``target_step``, ``target_tokens``, ``target_flops``, ``target_loss`` and
+    ``fit`` (a ``CurveFit``: ``ok``, ``law``, ``params``, ``predict``, ``interval``,
+    ``x_first``, ``x_last``, ``diagnostics``).
+
+    The sink also keeps, on its side, what it derives from the forecasts and the events it is
+    notified of (``state.PanelState``): the smoothed loss, the trend each step is compared
+    with, the behind-trend episodes.
 
     >>> from types import SimpleNamespace
     >>> view = MonitorView(SimpleNamespace(planned_steps=100))

@@ -62,6 +62,22 @@ def _add_summary(writer, file_writer, summary: Summary, step: int) -> None:
     file_writer.add_summary(summary, int(step))
 
 
+def clean_values(values: Mapping[str, Any]) -> dict[str, float]:
+    """The finite values of ``values`` as floats (None, NaN and inf left out).
+
+    >>> clean_values({"a": 1, "b": None, "c": float("nan")})
+    {'a': 1.0}
+    """
+    clean = {}
+    for tag, value in values.items():
+        if value is None:
+            continue
+        value = float(value)
+        if math.isfinite(value):
+            clean[tag] = value
+    return clean
+
+
 def write_scalars(writer, step: int, values: Mapping[str, Any]) -> int:
     """Write every finite value (None/NaN/inf are skipped) at ``step``; returns how many.
 
@@ -75,13 +91,7 @@ def write_scalars(writer, step: int, values: Mapping[str, Any]) -> int:
     scaling/flops 3.2e+18 7
     1
     """
-    clean = {}
-    for tag, value in values.items():
-        if value is None:
-            continue
-        value = float(value)
-        if math.isfinite(value):
-            clean[tag] = value
+    clean = clean_values(values)
     if not clean:
         return 0
     file_writer = file_writer_of(writer)
