@@ -411,7 +411,7 @@ def train(args: argparse.Namespace) -> dict:
     monitor, why_not = build_monitor(args, preset.max_steps)
     record = TrainingRecord(preset.report_every, warmup_steps=min(20, preset.max_steps // 10),
                             monitor=monitor)
-    logger = TensorBoardLogger(args.out, name=args.name or preset.name)
+    logger = TensorBoardLogger(args.out, name=args.name or preset.name, default_hp_metric=False)
     callbacks = [record, ModelCheckpoint(save_last=True, save_top_k=0)]
     if args.inject_fault is not None:
         callbacks.insert(0, LRFault(args.inject_fault))
