@@ -78,11 +78,7 @@ def test_arbitrary_float_arrays_never_crash(xy):
         x_far = float(np.max(x[np.isfinite(x) & (x > 0)])) * 2
         v = fit.predict(x_far)
         lo, hi = fit.interval(x_far)
-        if math.isnan(v):  # only where the median forecast reaches zero loss, and said so
-            assert x_far >= fit.table["x_max"]
-            assert any("reaches a loss <= 0" in f for f in fit.diagnostics["flags"])
-        else:
-            assert v > 0 and lo <= v <= hi
+        assert v > 0 and lo <= v <= hi  # an ok fit forecasts a positive loss inside its band
     back = CurveFit.from_dict(fit.to_dict())
     assert back.ok == fit.ok
 

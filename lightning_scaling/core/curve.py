@@ -74,7 +74,7 @@ def fit_curve(x, loss, *, lr=None, prior=None, laws: Sequence[str] | None = None
             glitches; a curve that goes to zero or below is refused (``ok`` False).
         lr: learning rate at every optimizer step 0..horizon (future steps included; any
             units): the forecast follows the schedule (its LR area and its decay) up to the
-            horizon ``len(lr) - 1`` (NaN beyond).
+            horizon ``len(lr) - 1``, where training ends (the forecast holds beyond it).
         prior: a finished sibling run's fit (same recipe and data, e.g. a smaller model; a
             CurveFit, its ``to_dict()``, or a list of them: they lend alpha and, when their
             decay was seen, the decay gain in nats), or ``{"alpha": (mean, sd), "B": (mean,

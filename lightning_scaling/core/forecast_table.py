@@ -36,15 +36,12 @@ def knots(x_last: float, horizon: float | None) -> np.ndarray:
     return np.unique(pts)
 
 
-def make_table(x, log_ratio, sd_below, sd_above, axis_values=None, x_max: float | None = None) -> dict:
+def make_table(x, log_ratio, sd_below, sd_above, axis_values=None) -> dict:
     """The JSON-safe table; ``axis_values``: the main law's value at each knot when the ratio is
-    to be interpolated in log of it (strictly decreasing values), else None (log x); ``x_max``:
-    no forecast at or beyond it (the median reaches zero loss there)."""
+    to be interpolated in log of it (strictly decreasing values), else None (log x)."""
     table = {"x": [float(v) for v in x], "log_ratio": [float(v) for v in log_ratio],
              "sd_below": [float(v) for v in sd_below], "sd_above": [float(v) for v in sd_above],
              "axis": "log_x"}
-    if x_max is not None:
-        table["x_max"] = float(x_max)
     if axis_values is not None:
         av = np.asarray(axis_values, dtype=float)
         if av.size > 1 and np.all(av > 0) and np.all(np.diff(av) < 0):
@@ -67,8 +64,5 @@ def table_at(table: dict, x: np.ndarray, law_values: np.ndarray) -> tuple[np.nda
             pos = np.log(kx)
             at = np.log(np.maximum(x, 1e-300))
     out = [np.interp(at, pos, np.asarray(table[k], dtype=float)) for k in ("log_ratio", "sd_below", "sd_above")]
-    bad = ~np.isfinite(at)
-    if table.get("x_max") is not None:
-        bad = bad | (x >= float(table["x_max"]))
-    out = [np.where(bad, np.nan, o) for o in out]
+    out = [np.where(np.isfinite(at), o, np.nan) for o in out]
     return out[0], out[1], out[2]

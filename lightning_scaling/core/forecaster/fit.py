@@ -221,17 +221,10 @@ def fit_forecast(x, loss, lr=None, prior=None, *, calibration=None,
         return failed_fit("too few points", diag, f"fewer than 4 bins of points after the early transient "
                           f"(x >= {skip:.0%} of the last seen x)", context=context)
     q05, f, q95 = quantiles(post.mean, post.var, post.weight)
-    x_max = None
-    if not np.all(f > 0):
-        cut = int(np.argmax(~(f > 0)))
-        x_max = float(targets[cut])
-        if horizon is not None or cut == 0:
-            return failed_fit("forecast not positive", diag, f"the fitted law reaches a loss <= 0 by x = {x_max:.6g}: "
-                              "a loss that can reach zero cannot be forecast on the log scale", context=context)
-        # without a schedule: no forecast from where the median reaches zero on
-        diag["flags"].append(f"the forecast reaches a loss <= 0 by x = {x_max:.6g}: no forecast from there on")
-        targets, f, q05, q95 = targets[:cut], f[:cut], q05[:cut], q95[:cut]
-        post.mean, post.var = post.mean[:, :cut], post.var[:, :cut]
+    if not np.all(f > 0):  # only a decay gain larger than the loss left can do this
+        bad = float(targets[int(np.argmax(~(f > 0)))])
+        return failed_fit("forecast not positive", diag, f"the fitted law reaches a loss <= 0 by x = {bad:.6g}: "
+                          "a loss that can reach zero cannot be forecast on the log scale", context=context)
     level_last = float(np.sum(post.weight * post.level_last))
     bt, drift = _backtest(curve, post, powers, priors, targets, f, level_last)
     regime, gain_share = _regime(post)
@@ -252,7 +245,7 @@ def fit_forecast(x, loss, lr=None, prior=None, *, calibration=None,
     law, params = _main_params(post, main, feat is not None)
     main_at = post.mean[main]
     table = forecast_table.make_table(targets, np.log(f / main_at), sd_lo, sd_hi,
-                                      axis_values=main_at if feat is None else None, x_max=x_max)
+                                      axis_values=main_at if feat is None else None)
     extra = _diagnostics(post, priors, constants, regime, gain_share, curve, law, xc, yc, skip, x_last)
     flags = diag["flags"] + extra.pop("flags", [])
     diag.update(extra)
@@ -284,9 +277,10 @@ def _backtest(curve: Curve, post: Posterior, powers, priors: Priors, targets, f,
         if pre is None:
             continue
         (med,) = quantiles(pre.mean, pre.var, pre.weight, probs=(0.5,))
-        pre_level = float(np.sum(pre.weight * pre.level_last))
-        if not (np.all(med > 0) and pre_level > 0):
-            continue
+        # a prefix that forecasts no positive loss missed by a factor of 1000 (not skipped: it
+        # is the backtest's most telling failure)
+        med = np.maximum(med, 1e-3 * y_last)
+        pre_level = max(float(np.sum(pre.weight * pre.level_last)), 1e-3 * y_last)
         gone = abs(math.log(med[0] / pre_level)) + cal.BACKTEST_EPS
         err = math.log(med[0] / y_last)
         bt.append(err * np.minimum(to_go / gone, cal.BACKTEST_CAP))

@@ -7,8 +7,11 @@ every gain B of a log grid, (L0, A) are the weighted least-squares solution (2x2
 equations: the residual sum of squares is quadratic in B once (L0, A) are profiled, so all
 alpha x B nodes cost O(n x alphas + alphas x gains)). Each node is weighted by its Laplace
 evidence ``exp(-RSS / 2 sigma**2) |H|**-1/2`` (H the normal matrix of (L0, A)) times the
-priors on alpha and on the gain; nodes with A < 0 are excluded; sigma**2 is the best node's
-RSS per degree of freedom. Nodes below ``PRUNE`` of the heaviest are dropped.
+priors on alpha and on the gain; sigma**2 is the best node's RSS per degree of freedom. A loss
+falls with the LR area to a non-negative asymptote: (L0, A) have a flat prior on L0 >= 0 (the
+Gaussian truncated there, exactly) and A >= 0 (a node whose best A is negative is the plateau
+A = 0). Points are weighted by their count over their smoothed level squared (relative
+misfit). Nodes below ``PRUNE`` of the heaviest are dropped.
 
 A forecast at a target is, per node, ``L0 + A sT**-alpha - B FT`` with the variance of
 (L0, A) at that alpha (``Nodes.at``); the forecast is the weighted median over the nodes and
@@ -42,6 +45,21 @@ seen) the forecast moved by at most 0.09% and the interval's ends by at most 0.9
 
 PRUNE = 1e-7
 """Nodes whose posterior weight is below this share of the heaviest node's are dropped."""
+
+RELATIVE_WEIGHTS = True
+"""Each point's weight is its count over its level squared: the noise of a loss is about
+proportional to its level, so the fit weighs relative misfit (as a fit of log loss would).
+The level is a smooth quadratic in log-log through the points, not the point itself (weights
+from noisy values would pull the fit toward the low ones)."""
+
+
+def _smooth_level(s: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A smooth level through the points: quadratic in (log s, log y), weighted by count."""
+    ls, ly = np.log(s), np.log(y)
+    deg = min(2, s.size - 1)
+    if deg < 1 or np.ptp(ls) <= 0:
+        return np.full(y.shape, float(np.exp(np.average(ly, weights=w))))
+    return np.exp(np.polyval(np.polyfit(ls, ly, deg, w=np.sqrt(w)), ls))
 
 NOISE_FLOOR = 1e-4
 """Smallest residual sd the data term uses, relative to the mean loss (a noiseless curve
@@ -144,7 +162,8 @@ def posterior(s, F, y, w, L_ref: float, alpha_prior: tuple[float, float], gain: 
             admissible node is kept, as the calibration's conditional forecasts need).
     """
     n = s.size
-    W = w / w.mean()
+    W = w / _smooth_level(s, y, w) ** 2 if RELATIVE_WEIGHTS else w
+    W = W / W.mean()
     X1 = np.exp(np.log(s)[None, :] * -ALPHAS[:, None])                      # (alphas, n)
     sw, sx, sxx = W.sum(), (W * X1).sum(1), (W * X1 * X1).sum(1)
     det = sw * sxx - sx * sx
@@ -165,12 +184,34 @@ def posterior(s, F, y, w, L_ref: float, alpha_prior: tuple[float, float], gain: 
         L0 = (sxx[:, None] * sy[None, :] - sx[:, None] * sxy) / det[:, None]
         A = (sw * sxy - sx[:, None] * sy[None, :]) / det[:, None]
         rss = np.maximum(syy[None, :] - L0 * sy[None, :] - A * sxy, 0.0)
-    good = np.isfinite(rss) & (A >= 0)
+    sig2 = float(np.nanmin(rss)) / max(n - 3, 1) if np.isfinite(rss).any() else math.nan
+    sig2 = max(sig2, (NOISE_FLOOR * float(np.mean(y))) ** 2)
+    # the asymptote is a loss: L0 >= 0 (flat prior on [0, inf)). The posterior of (L0, A) at a
+    # node is then the Gaussian truncated to L0 >= 0: its evidence gains P(L0 >= 0) and its
+    # mean moves along the regression of A on L0 (exact for a half-plane)
+    var_L0 = sig2 * sxx / det                                                # (alphas,)
+    beta = -sx / sxx                                                          # d A / d L0
+    sd_L0 = np.sqrt(var_L0)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = L0 / sd_L0
+        log_cdf = special.log_ndtr(z)
+        lam = np.exp(-0.5 * z * z - 0.5 * math.log(2.0 * math.pi) - log_cdf)  # inverse Mills ratio
+        shift = sd_L0 * lam
+        L0 = L0 + shift
+        A = A + beta[:, None] * shift
+    # the loss does not rise with the LR area: A >= 0. Where the best A is negative (a flat or
+    # rising stretch) the node is the plateau A = 0 at the weighted mean level
+    flat = np.isfinite(rss) & ~(A >= 0)
+    level = np.broadcast_to(sy / sw, rss.shape)
+    L0 = np.where(flat, level, L0)
+    A = np.where(flat, 0.0, A)
+    rss = np.where(flat, np.maximum(syy - sy * sy / sw, 0.0)[None, :], rss)
+    log_cdf = np.where(flat, 0.0, log_cdf)
+    good = np.isfinite(rss) & np.isfinite(L0) & (L0 >= 0)
     if not good.any():
         return None
-    sig2 = max(float(rss[good].min()) / max(n - 3, 1), (NOISE_FLOOR * float(np.mean(y))) ** 2)
     mu, sd = alpha_prior
-    log_ev = (-0.5 * rss / sig2 - 0.5 * np.log(det / sig2 ** 2)[:, None]
+    log_ev = (-0.5 * rss / sig2 - 0.5 * np.log(det / sig2 ** 2)[:, None] + log_cdf
               - 0.5 * ((ALPHAS[:, None] - mu) / sd) ** 2 + log_prior_gain[None, :])
     log_ev = np.where(good, log_ev, -np.inf)
     top = float(np.max(log_ev))
@@ -178,9 +219,15 @@ def posterior(s, F, y, w, L_ref: float, alpha_prior: tuple[float, float], gain: 
     keep = (weight > prune) & good
     ia, ib = np.nonzero(keep)
     wk = weight[keep]
-    inv = sig2 / det[ia]
-    return Nodes(wk / wk.sum(), ALPHAS[ia], B[ib], L0[keep], A[keep], inv * sxx[ia], -2.0 * inv * sx[ia],
-                 inv * sw, log_prior_gain[ib], gain_from_data=bool(gain is not None and np.any(F != 0)))
+    # truncated covariance: var(L0) shrinks by 1 - lam (z + lam); A keeps its residual variance
+    fk = flat[keep]
+    k_trunc = np.clip(1.0 - lam[keep] * (z[keep] + lam[keep]), 0.0, 1.0)
+    vL = np.where(fk, sig2 / sw, var_L0[ia] * k_trunc)
+    var_A_given_L0 = np.maximum(sig2 * sw / det[ia] - beta[ia] ** 2 * var_L0[ia], 0.0)
+    v1 = np.where(fk, 0.0, 2.0 * beta[ia] * vL)
+    v2 = np.where(fk, 0.0, var_A_given_L0 + beta[ia] ** 2 * vL)
+    return Nodes(wk / wk.sum(), ALPHAS[ia], B[ib], L0[keep], A[keep], vL, v1, v2, log_prior_gain[ib],
+                 gain_from_data=bool(gain is not None and np.any(F != 0)))
 
 
 def quantiles(mean: np.ndarray, var: np.ndarray, weight: np.ndarray,

@@ -2,7 +2,8 @@
 
 ``L(t) = L0 + A * S1(t)**-alpha - B * F_p(t)`` in the caller's units: t the optimizer step,
 S1 the LR area (peak-LR steps, ``features.lr_area_at``), F_p the multi-power drop of the noise
-floor u**p (``features.floor_drop_at``; shape C, beta, gamma). It is fitted by
+floor u**p (``features.floor_drop_at``; shape C, beta, gamma). The schedule ends at its horizon
+(``len(lr) - 1``): there training stops, and the law holds its value beyond it. It is fitted by
 ``forecaster.fit`` (grid posterior), never by ``solver.fit_law``; without a schedule the
 forecaster's law is ``saturating_power`` (``E + A x**-alpha``, ``laws.py``).
 """
@@ -22,8 +23,10 @@ PARAM_NAMES = ("L0", "A", "alpha", "B", "p", "C", "beta", "gamma")
 
 
 def evaluate(x, params, context=None) -> np.ndarray:
-    """The law at steps x (NaN beyond the schedule's horizon)."""
+    """The law at steps x; beyond the schedule's horizon the run has ended and the loss stays
+    at its value there."""
     feat = schedule_features(*context_lr(context))
+    x = np.minimum(np.asarray(x, dtype=float), float(feat["horizon"]))
     shape = {k: params[k] for k in ("C", "beta", "gamma")}
     S1 = lr_area_at(feat, x)
     drop = floor_drop_at(feat, x, params["p"], shape) if params["B"] != 0 else 0.0
