@@ -107,6 +107,8 @@ class Nodes:
         v0, v1, v2: variance of L0 + A X at the node's alpha is ``v0 + v1 X + v2 X**2``.
         log_prior_gain: log prior mass of the node's gain (0 without a gain prior).
         gain_from_data: True when the fitted points inform the gain (else the prior alone).
+        log_evidence: log of the fit's marginal likelihood summed over its nodes, up to a
+            constant shared by fits of the same points (compares floor exponents).
     """
 
     weight: np.ndarray
@@ -119,6 +121,7 @@ class Nodes:
     v2: np.ndarray
     log_prior_gain: np.ndarray
     gain_from_data: bool = False
+    log_evidence: float = 0.0
 
     def at(self, s_target, F_target, rows=None) -> tuple[np.ndarray, np.ndarray]:
         """(forecasts, within-node variances) of every node at targets (shape (nodes, targets)).
@@ -227,7 +230,8 @@ def posterior(s, F, y, w, L_ref: float, alpha_prior: tuple[float, float], gain: 
     v1 = np.where(fk, 0.0, 2.0 * beta[ia] * vL)
     v2 = np.where(fk, 0.0, var_A_given_L0 + beta[ia] ** 2 * vL)
     return Nodes(wk / wk.sum(), ALPHAS[ia], B[ib], L0[keep], A[keep], vL, v1, v2, log_prior_gain[ib],
-                 gain_from_data=bool(gain is not None and np.any(F != 0)))
+                 gain_from_data=bool(gain is not None and np.any(F != 0)),
+                 log_evidence=top + math.log(float(weight[good].sum())) - 0.5 * n * math.log(sig2))
 
 
 def quantiles(mean: np.ndarray, var: np.ndarray, weight: np.ndarray,
