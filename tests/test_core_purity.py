@@ -71,7 +71,7 @@ def test_core_imports_without_torch_or_lightning(tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["blocker_works"]
     assert report["attempts"] == [] and report["loaded"] == [], report
-    assert "lightning_scaling.core.scheduled.fit" in report["modules"]
+    assert "lightning_scaling.core.forecaster.fit" in report["modules"]
     assert len(report["modules"]) >= 20 and report["ok"] == [True, True]
 
 
@@ -124,7 +124,7 @@ def test_core_modules_import_each_other_one_way_only():
     sources = {_module_name(p): p for p in CORE.rglob("*.py")}
     graph = {m: _core_imports(p, set(sources)) for m, p in sources.items()}
     assert "lightning_scaling.core.agnostic" in graph["lightning_scaling.core.curve"]
-    assert "lightning_scaling.core.scheduled" in graph["lightning_scaling.core.curve"]
+    assert "lightning_scaling.core.forecaster" in graph["lightning_scaling.core.curve"]
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def cycle_from(m: str, path: list[str]) -> list[str] | None:

@@ -75,9 +75,12 @@ def test_arbitrary_float_arrays_never_crash(xy):
         assert fit.diagnostics["reason"]
         assert math.isnan(fit.predict(1.0))
     else:
-        v = fit.predict(x[np.isfinite(x) & (x > 0)][-1] * 2)
-        assert math.isfinite(v) or math.isnan(v)
-    CurveFit.from_dict(fit.to_dict())
+        x_far = float(np.max(x[np.isfinite(x) & (x > 0)])) * 2
+        v = fit.predict(x_far)
+        lo, hi = fit.interval(x_far)
+        assert v > 0 and lo <= v <= hi  # an ok fit forecasts a positive loss inside its band
+    back = CurveFit.from_dict(fit.to_dict())
+    assert back.ok == fit.ok
 
 
 @settings(max_examples=30, deadline=None)

@@ -34,8 +34,8 @@ def test_gemstones_validation_curve_forecast(fraction, tol):
     assert abs(fit.predict(x_final) - truth) / truth < tol
     lo, hi = fit.interval(x_final)
     assert lo <= truth <= hi
-    # the first validation point (right after the LR warm-up) is cut as a transient
-    assert fit.diagnostics["warmup"]["n_points_cut"] >= 1
+    # the first quarter of the seen tokens (right after the LR warm-up) is cut as a transient
+    assert fit.diagnostics["transient_cut"]["n_points"] >= 1
 
 
 def test_multipower_constant_lr_curve_forecast():
@@ -51,7 +51,7 @@ def test_noisy_per_step_training_loss_is_fitted():
     step, x, loss, cols = load("modded_nanogpt_ValueEmbed_00008ea0.csv", "step")
     fit = fit_curve(x, loss)
     assert fit.ok
-    assert fit.diagnostics["bucketed"]["from_points"] == loss.size
+    assert fit.diagnostics["n_points"] == loss.size and fit.diagnostics["n_bins"] <= 40
     # in-sample, the fit follows the smoothed curve within the per-step noise
     mid = (step > 300) & (step < 900)
     assert abs(np.median(loss[mid] / fit.predict(x[mid])) - 1) < 0.02
@@ -60,7 +60,16 @@ def test_noisy_per_step_training_loss_is_fitted():
 
 
 def test_lr_column_reaches_the_schedule_aware_fitter():
+    """Half of a modded-nanogpt run seen, before its linear decay to zero (last 600 steps)."""
     step, x, loss, cols = load("modded_nanogpt_ValueEmbed_00008ea0.csv", "step")
+    T = int(cols["step"][-1])
     seen = step <= 765
+    truth = float(loss[step >= 0.99 * T].mean())
     fit = fit_curve(step[seen], loss[seen], lr=cols["lr"])
-    assert fit.ok or fit.diagnostics["reason"]
+    assert fit.ok and fit.law == "multipower_floor"
+    assert fit.diagnostics["decay"]["gain_from"] == "prior"  # the decay has not started
+    assert abs(fit.predict(T) - truth) / truth < 0.02
+    lo, hi = fit.interval(T)
+    assert lo < truth < hi
+    # the LR-agnostic fit of the same points cannot know the decay: it forecasts higher
+    assert fit_curve(x[seen], loss[seen]).predict(T) > fit.predict(T)

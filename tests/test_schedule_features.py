@@ -70,7 +70,8 @@ def test_annealing_area_matches_its_definition():
 
 @pytest.mark.parametrize("schedule", ["cosine", "wsd_to_zero", "two_stage"])
 @pytest.mark.parametrize("shape", [(0.11, 0.59, 0.64), (2.0, 0.5, 0.6), (0.01, 1.2, 0.3)])
-def test_chunked_multipower_drop_matches_the_direct_sum(schedule, shape):
+@pytest.mark.parametrize("power", [1.0, 0.6])
+def test_chunked_multipower_drop_matches_the_direct_sum(schedule, shape, power):
     if schedule == "cosine":
         u, _ = peak_normalized(warmup_cosine())
     elif schedule == "wsd_to_zero":
@@ -78,11 +79,13 @@ def test_chunked_multipower_drop_matches_the_direct_sum(schedule, shape):
     else:
         u = np.r_[np.ones(3000), 0.3 * np.ones(3001)]
     t = np.unique(np.linspace(10, u.size - 1, 60).astype(int))
-    approx = multipower_drop(drop_chunks(u), t, *shape)
-    exact = multipower_drop_exact(u, t, *shape)
+    approx = multipower_drop(drop_chunks(u, power=power), t, *shape)
+    exact = multipower_drop_exact(u, t, *shape, power=power)
     # the unit drop saturates at the total LR drop (<= 1): 1e-3 absolute is 0.1% of it
     np.testing.assert_allclose(approx, exact, atol=1e-3)
     assert np.all(np.diff(exact) >= -1e-12)  # more annealing seen, more loss removed
+    # the floor u**p: at most 1 - u(t)**p removed, all of it once the relaxation is complete
+    assert np.all(exact <= 1 - np.power(np.maximum(u[t - 1], 0), power) + 1e-9)
 
 
 def test_features_are_linear_time():

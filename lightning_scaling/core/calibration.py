@@ -1,26 +1,139 @@
-"""Every tuned constant of the single-run forecaster, in one place.
+"""Every constant of the single-run forecaster, in one place.
 
-Each number here was chosen by measuring on the development curves (../shared/data); its
-docstring says what it is and how it was measured. The measurements are reproducible:
-``benchmarks/extrapolation.py --calibrate`` (the LR-agnostic interval, ``DEFAULT_CALIBRATION``)
-and ``benchmarks/schedule_calibration.py`` (``--measure``: the schedule-aware priors;
-``--intervals``: the schedule-aware interval multipliers). The modules that use them import
-them from here; nothing else in the core is tuned.
+Two kinds:
 
-Two priors on an exponent alpha live here, and they differ on purpose:
-``ALPHA_PRIOR_LR_AGNOSTIC`` (sd 0.1) is on the exponent of x (steps, tokens or FLOPs) of the
-LR-agnostic laws, which spreads over 0.42-0.63 across recipes, while ``ALPHA_PRIOR_LR_AREA``
-(sd 0.05) is on the exponent of the LR area S1 of the schedule-aware laws, which the
-schedule pins to 0.48-0.51 on every decaying development curve.
+* **Derived** (``FORECASTER``, from the generated module ``calibration_data``): the priors on
+  alpha and on the decay gain, the floor exponents p and the interval multipliers. They are
+  fitted from the development curves (../shared/data) by ``python benchmarks/calibrate.py
+  --write`` with the function ``derive`` there; the generated module keeps the per-set values
+  they came from and the sets used. ``benchmarks/extrapolation.py`` scores every set with the
+  same derivation run without that set (out-of-set) and passes the result as
+  ``fit_curve(..., calibration=...)``.
+* **Design** (below, named and explained one by one): grid sizes, the transient cut, the
+  backtest prefixes, the interval floor, the weight of the broad gain component, how a
+  finished sibling run's values are widened. They were chosen while building the forecaster
+  (their measured effect is in each docstring), not fitted to a set.
+
+The LR-agnostic mixture of named laws (``fit_curve(x, loss, laws=[...])``, the version-0.1
+fitter kept for explicit use) keeps its own constants at the end of this module.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
 
-import numpy as np
 
-# =========================================================================== LR-agnostic fits
+from . import calibration_data
+
+# =========================================================================== the forecaster
+
+
+@dataclass(frozen=True)
+class ForecastConstants:
+    """The derived constants of the forecaster (what ``benchmarks/calibrate.py`` fits).
+
+    Attributes:
+        alpha_prior: (mean, sd) of alpha, the exponent of the LR area (of x without a
+            schedule).
+        gain_rho: center of the decay-gain prior, rho = B / L_ref (B: loss removed when the
+            noise floor u**p falls from 1 to 0; L_ref: the loss level at the last fitted point).
+        gain_log_sd: sd of log rho in the prior's normal component.
+        floor_powers: the exponents p of the noise floor u**p, averaged with equal weights.
+        multipliers: interval multipliers (posterior, backtest, drift) per regime: "prior"
+            (the decay gain still comes from the prior) and "data".
+        sets: the development sets these were derived from.
+    """
+
+    alpha_prior: tuple[float, float]
+    gain_rho: float
+    gain_log_sd: float
+    floor_powers: tuple[float, ...]
+    multipliers: dict = field(default_factory=lambda: {"prior": (1.0, 1.0, 1.0), "data": (1.0, 1.0, 1.0)})
+    sets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ForecastConstants:
+        """From the ``DERIVED`` layout of ``calibration_data`` (what ``derive`` returns)."""
+        mult = {k: tuple(float(v) for v in vals) for k, vals in d.get("interval_multipliers", {}).items()}
+        return cls(alpha_prior=tuple(float(v) for v in d["alpha_prior"]),
+                   gain_rho=float(d["gain_prior"]["rho"]), gain_log_sd=float(d["gain_prior"]["log_sd"]),
+                   floor_powers=tuple(float(p) for p in d["floor_powers"]),
+                   multipliers={"prior": mult.get("prior", (1.0, 1.0, 1.0)), "data": mult.get("data", (1.0, 1.0, 1.0))},
+                   sets=tuple(d.get("sets", ())))
+
+    def to_dict(self) -> dict:
+        return {"sets": list(self.sets), "alpha_prior": list(self.alpha_prior),
+                "gain_prior": {"rho": self.gain_rho, "log_sd": self.gain_log_sd},
+                "floor_powers": list(self.floor_powers),
+                "interval_multipliers": {k: list(v) for k, v in self.multipliers.items()}}
+
+
+FORECASTER = ForecastConstants.from_dict(calibration_data.DERIVED)
+"""The shipped constants: derived from every development set (``calibration_data``)."""
+
+MULTIPOWER_SHAPE = {"C": 0.11, "beta": 0.59, "gamma": 0.64}
+"""Relaxation shape of the multi-power kernel, relative to the peak LR: Luo et al. 2025's
+published 25M fit (C = 2.07, beta = 0.583, gamma = 0.641 at peak LR 3e-4; C scales as
+peak**(1 - gamma)). Changing it (C 0.01-0.4, beta 0.3-1.2, gamma 0) did not move the
+half-decay forecasts of the development runs (research FINDINGS, ``shape_scan``); not fitted."""
+
+SKIP_FRACTION = 0.25
+"""Points in the first quarter of the seen steps are not fitted: early training falls faster
+than any power law of the LR area (the transient)."""
+
+MAX_BINS = 40
+"""The fitted points are at most this many log-spaced bins of x (mean loss, weight = count)."""
+
+GAIN_SEEN_MIN = 0.1
+"""The fitted points inform the decay gain once they hold this share of the decay feature at
+the horizon; before, the gain comes from the prior alone (cosine runs at 10% seen otherwise
+read the early curvature as a huge gain: -7.5% bias in the prototype)."""
+
+GAIN_BROAD_WEIGHT = 0.2
+"""Weight of the log-uniform component of the gain prior (rho in [0.003, 1]). Out-of-set
+(research ``loso.py``): 0 -> algoperf coverage 32/16/24% at 10/25/50% seen; 0.2 -> 60-88 /
+68-70 / 52%; 0.35 -> 100/98/52% with 20% wider LM intervals. A design choice, not fitted."""
+
+GAIN_RANGE = (0.003, 1.0)
+"""Range of rho of the broad component."""
+
+BACKTEST_PREFIXES = (0.7, 0.85)
+"""The backtest refits the points up to these shares of the last seen x and forecasts the last
+seen level from each. Prefixes close to now see most of what the run has shown (a decay under
+way, a recent bend). Out-of-set (``benchmarks/forecast_experiments.py``, 10/25/50% seen)
+against the prototype's (0.5, 0.7): algoperf coverage 90/66/60% (88/66/56%), multipower
+75/94/100% (50/100/100%), lr_schedules 97/98/93% (98/99/95%) at median width 5.4% at 50%
+(5.9%); medians unchanged (the backtest moves only the interval)."""
+
+BACKTEST_CAP = 20.0
+"""Largest factor by which a prefix's error is scaled up to the distance still to go."""
+
+BACKTEST_EPS = 0.002
+"""Added to both predicted log-changes of the backtest's scale (a flat curve is not an
+infinitely confident one)."""
+
+INTERVAL_FLOOR = 0.001
+"""Least sd of log loss of every interval side (0.1%)."""
+
+REFERENCE_GAIN_SD = 0.1
+"""Added in quadrature to the log sd of a decay gain lent by finished sibling runs (same data
+and tokenizer: the gain in loss units is nearly size- and horizon-free within lr_schedules,
+0.18-0.22 nats at 33M-93M and 0.21 at 124M)."""
+
+REFERENCE_GAIN_SD_SINGLE = 0.2
+"""Log sd of a gain lent by one sibling run (no spread to measure)."""
+
+REFERENCE_ALPHA_SD = 0.03
+"""Added in quadrature to the sd of an alpha lent by sibling runs."""
+
+REFERENCE_ALPHA_SD_SINGLE = 0.05
+"""sd of an alpha lent by one sibling run."""
+
+REFERENCE_BROAD_WEIGHT = 0.05
+"""Weight of the broad gain component when sibling runs lend the gain."""
+
+
+# =========================================================================== named LR-agnostic laws (laws=...)
 ALPHA_PRIOR_LR_AGNOSTIC = (0.5, 0.1)
 """Gaussian prior (mean, sd) on alpha, the exponent of x in the LR-agnostic saturating laws
 (``E + A x**-alpha`` and kin; ``laws.py``).
@@ -69,158 +182,3 @@ with the normal quantile of the level. Runs whose LR decays fall below the const
 trend: the band's long lower side covers part of that, but for those pass ``lr=``.
 """
 
-# =========================================================================== schedule-aware fits
-ALPHA_PRIOR_LR_AREA = (0.5, 0.05)
-"""Gaussian prior (mean, sd) on alpha, the exponent of the LR area S1 in the schedule-aware
-laws (``L0 + A * S1**-alpha - amp * F``). Full-curve convex_bound fits
-(``schedule_calibration.py --measure``): 0.480-0.508 on the 14 decaying multipower curves
-(mean 0.496), 0.500-0.502 on the three modded-nanogpt records; the sd is 6x the multipower
-spread, room for other recipes (Tissue-law fits of the same curves: 0.41-0.52)."""
-
-ANNEAL_RATIO_PRIOR = (0.4, 0.17)
-"""Prior on kappa, the annealing drop at the horizon over (share of the peak LR removed by
-then) x (power-law part left there, A * S1(T)**-alpha): (mean, relative sd), at alpha =
-``ALPHA_PRIOR_LR_AREA[0]`` (joint with alpha: ``ANNEAL_RATIO_ALPHA_SLOPE``).
-
-Measured (``--measure``) as the kappa that makes each forecast hit the true final loss, on
-the 60 development cases (25% and 40% seen) whose annealing is not identifiable yet, 13
-groups: multipower AdamW (wsd, wsdld, two-stage; 10 runs) geometric mean 0.422, log sd 0.17;
-modded-nanogpt Muon (3 records) 0.455, log sd 0.10. Leave one recipe out (the other recipe's
-mean as prior mean): log rms error 0.18 on multipower, 0.12 on modded-nanogpt, 0.17 pooled;
-rms of log(kappa / 0.4) over all groups 0.17: hence sd 0.17. Full-curve fits (that prior off)
-spread more (log sd 0.36: cosine runs reach the annealing cap, where kappa and alpha trade
-off) and are a cross-check only."""
-
-ANNEAL_RATIO_ALPHA_SLOPE = 5.0
-"""The annealing-ratio prior is joint with alpha: kappa | alpha has median
-``ANNEAL_RATIO_PRIOR[0] * exp(slope * (alpha - ALPHA_PRIOR_LR_AREA[0]))`` (same relative sd),
-applied within 2 prior sds of the prior mean (held beyond: the measured range is 0.45-0.55).
-
-Before the decay the data pin the loss curve, not alpha: a fit at a larger alpha has a higher
-L0 and a smaller power-law part, so the same final loss needs a larger share of it annealed
-away; with independent priors that error is counted twice (through alpha and through kappa).
-Measured (``--measure``, the tilt off): the kappa that makes the forecast hit the truth at
-alpha fixed to 0.45..0.55, slope of log(kappa) on alpha at 25% / 40% / 50% seen: multipower
-8.5 / 6.0 / 4.8 (10 runs), modded-nanogpt 6.7 / 4.8 / 4.2 (3 records); 5 is about the 40%
-value."""
-
-ANNEAL_MAX_SHARE = 0.9
-"""The annealing term never removes more than this share of the power-law part
-A * S1(t)**-alpha at any step up to the horizon (the loss the LR's noise adds sits on top of
-L0, so removing it cannot reach below L0). Measured shares at the horizon on the
-development curves: 0.15-0.48; the convex bound with a well-tuned LR gives at most ~0.6."""
-
-MULTIPOWER_SHAPE = {"C": 0.11, "beta": 0.59, "gamma": 0.64}
-"""Multi-power shape relative to the peak LR: Luo et al. 2025's published 25M fit
-(C = 2.07, beta = 0.583, gamma = 0.641 at peak LR 3e-4; C scales as peak**(1 - gamma))."""
-
-SKIP_FRACTION = 0.25
-"""Points in the first quarter of the seen steps are not fitted: early training falls faster
-than any power law of the LR area (the transient), and biases alpha when kept."""
-
-ANNEAL_SEEN_MIN = 0.05
-"""The annealing term counts as identifiable once the fitted steps hold this share of the
-schedule's annealing feature at the horizon (below it, it comes from the prior)."""
-
-N_EFF_CAP = 30.0
-"""Residuals of a long curve are not independent (data order, slow wiggles); the data term
-counts at least this many independent points (when the curve has them) and more only when
-its residuals show neighbouring points to be independent (``N_EFF_BLOCKS``)."""
-
-N_EFF_MAX = 300.0
-"""Most independent points a fit counts (see ``N_EFF_BLOCKS``)."""
-
-N_EFF_BLOCKS = 8
-"""The data term counts the points' total weight over the variance inflation of this many
-block means of the fit's residuals, between ``N_EFF_CAP`` and ``N_EFF_MAX``. Measured block
-estimates: 10-160 on the multipower curves (11-106 points); 25-110 on the modded-nanogpt
-per-step losses (300-1000 steps in ~35 log-spaced bins, i.e. bins as independent as the test
-can tell). Counting at most ``N_EFF_CAP`` there made L0 and A so loose that the interval at
-25-50% seen was 6-8x their errors."""
-
-WINDOW_SHARE = 0.01
-"""The loss a forecast stands for is the mean measured loss over this share of the horizon's
-steps (how the development curves' truth is scored, ../shared/data/README.md), and the
-interval carries the noise of such a mean (``uncertainty["noise_sd"]``, not scaled by the
-calibrated multipliers): the residual sd per measured point over the square root of the
-points in the window. Measured scatter of 1%-window means around full-prefix fits: 0.4-0.9%
-on modded-nanogpt (per-step losses, ~3-4% noise each), 0.01-0.06% on multipower."""
-
-REFERENCE_AMP_SD = 0.15
-"""Least relative sd of an amplitude lent by a reference run: across the schedules of one
-multipower recipe the convex_bound amplitude differs from the cosine_24000 run's by 14-15%
-rms (-3..+13%, and -31% for the 72,000-step cosine); Tissue's C by a similar amount."""
-
-REFERENCE_ALPHA_SD = 0.03
-"""Least sd of an alpha lent by a reference run."""
-
-ALPHA_CONFLICT_Z = 3.0
-"""Prior-data conflict on alpha: when the data's own estimate of alpha (flat prior on the
-grid) lies more than this many combined sds (prior sd and the estimate's own, in quadrature)
-from the prior mean, the prior yields (the interval widens toward the data's reading)."""
-
-CONFLICT_EDGE_Z = 1.6448536269514722
-"""Normal quantile of a 90% interval: where the widened reading sits at multiplier 1."""
-
-# --------------------------------------------------------------------------- interval multipliers
-INTERVAL_UNIT = {"k": 1.0, "gamma": 1.0, "k_spread": 1.0, "floor": 0.001, "k_fallback": 0.002}
-"""The schedule-aware interval's sd at multiplier 1 (``intervals.interval_terms``): the
-posterior spread of the forecast (parameters, alpha, prior), a floor of 0.1% and 0.2% per
-unit of log-step extrapolation (the power law in the LR area is itself only an
-approximation), added in quadrature. Each fit stores this scaled by a calibrated multiplier."""
-
-
-def scaled_calibration(multiplier: float) -> dict:
-    """``INTERVAL_UNIT`` with its spread, floor and fallback scaled by ``multiplier``."""
-    return {**INTERVAL_UNIT, "k_spread": multiplier, "floor": multiplier * INTERVAL_UNIT["floor"],
-            "k_fallback": multiplier * INTERVAL_UNIT["k_fallback"]}
-
-
-CALIBRATION = scaled_calibration(1.27)
-"""Interval of fits with the default priors whose annealing term the data identify (or whose
-schedule never decays): split-conformal multiplier of ``INTERVAL_UNIT``
-(``schedule_calibration.py``): the 90% quantile of the multiplier that puts the truth at the
-interval's edge over those development cases (multipower; 26 cases at 10/25/40/50% seen,
-each curve weighted once per fraction). Leave-one-group-out coverage 85%."""
-
-CALIBRATION_PRIOR = {0.1: 2.31, 0.25: 0.65, 0.4: 0.75, 0.5: 0.81}
-"""Interval of fits whose annealing term comes from the default prior (not identifiable yet):
-multiplier by seen share of the horizon (x_last / horizon), linear in log share between the
-listed shares, held beyond them. Split conformal per seen fraction (Mondrian) on the
-development cases of this regime (``schedule_calibration.py``; 22 cases at 10% seen, 30 at
-each of 25/40/50%; modded-nanogpt: 3 records, each weighted once; multipower wsd, wsdld and
-two-stage runs: 10 groups, plus the 72,000-step cosine runs at 10%): leave-one-group-out
-coverage 80% / 85% / 85% / 85% (groups weighted). Multipower sets the multipliers at 40-50%
-seen; there the modded-nanogpt errors sit inside the window noise alone (``WINDOW_SHARE``),
-so their intervals cover 100%. The window noise matters to the monitor: without it a band at
-level 0.5 from a fit at 55% of a ValueEmbed run is 0.2% wide where the loss bumps 2% above
-the trend (its trend warning fired on all 14 clean replays); with it the band is ~0.55%."""
-
-CALIBRATION_REFERENCE = {0.1: 1.04, 0.25: 0.53, 0.4: 0.60, 0.5: 0.71}
-"""Interval of fits whose annealing amplitude a reference run lent, by seen share like
-``CALIBRATION_PRIOR``: the same procedure on the benchmark's multipower reference protocol
-(4 cases at 10% seen, 14 runs at 25/40/50%; leave-one-run-out coverage 75% / 86% / 86% / 86%).
-One multiplier for all shares (0.71) covered 100% at 25% and 93% at 50%."""
-
-
-def calibration_by_share(table: dict, seen_share: float) -> dict:
-    """The calibration of a per-share ``table`` at ``seen_share``: linear in log share
-    between the listed shares, held beyond them.
-
-    >>> calibration_by_share({0.1: 2.0, 0.4: 1.0}, 0.2)["k_spread"]
-    1.5
-    """
-    shares = np.array(sorted(table))
-    mult = np.array([table[s] for s in shares])
-    share = min(max(float(seen_share), shares[0]), shares[-1])
-    return scaled_calibration(float(np.interp(math.log(share), np.log(shares), mult)))
-
-
-def prior_calibration(seen_share: float) -> dict:
-    """Interval calibration of a fit whose annealing comes from the default prior."""
-    return calibration_by_share(CALIBRATION_PRIOR, seen_share)
-
-
-def reference_calibration(seen_share: float) -> dict:
-    """Interval calibration of a fit whose annealing amplitude a reference run lent."""
-    return calibration_by_share(CALIBRATION_REFERENCE, seen_share)

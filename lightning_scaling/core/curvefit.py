@@ -1,10 +1,17 @@
 """``CurveFit``: a fitted single-run loss curve, its forecasts, intervals and JSON form.
 
-Whatever fitted it (``agnostic.py`` for LR-agnostic laws, ``scheduled/`` for schedule-aware
-ones), a CurveFit forecasts the same way: ``predict`` is the weighted mean of its mixture
-members (``components``), ``interval`` widens it by the stored interval model
-(``uncertainty``, see ``intervals.py``), and ``to_dict``/``from_dict`` round-trip it through
-JSON (and ``torch.load(weights_only=True)``).
+Two kinds, told apart by ``table``:
+
+* fits of the forecaster (``core.forecaster``, what ``fit_curve`` runs by default): ``predict``
+  is the main law (``law``, ``params``) times the stored ratio to the posterior median, and
+  ``interval`` reads its sds, both from the forecast table (``forecast_table.py``);
+* mixtures of named laws (``agnostic.py``, ``fit_curve(..., laws=[...])``) and fits saved by
+  version 0.1 (format version 1, including its schedule-aware laws): ``predict`` is the
+  weighted mean of the mixture members (``components``), ``interval`` widens it by the stored
+  interval model (``uncertainty``, see ``intervals.py``).
+
+``to_dict``/``from_dict`` round-trip both through JSON (and ``torch.load(weights_only=True)``);
+``from_dict`` reads format versions 1 and 2.
 """
 
 from __future__ import annotations
@@ -17,13 +24,15 @@ import numpy as np
 from scipy import special
 
 from ..errors import InvalidInputError
+from .forecast_table import table_at
 from .intervals import uncertainty_sd
 from .laws import LAWS, Law, get_law
 from .plain import nan_for_none, plain
 from .points import as_float_array, check_level
 
 FORMAT = "lightning-scaling/curve-fit"
-VERSION = 1
+VERSION = 2
+"""Format version written by ``to_dict`` (2 added ``table``); ``from_dict`` reads 1 and 2."""
 
 
 @dataclass
@@ -41,6 +50,7 @@ class CurveFit:
         uncertainty: the interval model (JSON-safe), see :meth:`interval`.
         context: side information the laws read (e.g. ``{"lr": [...]}``), JSON-safe, or None.
         x_first, x_last: range of x the fit saw (caller units).
+        table: the forecast table of a forecaster fit (``forecast_table.py``), or None.
 
     Usually made by ``fit_curve``; built by hand it forecasts all the same:
 
@@ -61,6 +71,7 @@ class CurveFit:
     context: dict[str, Any] | None = None
     x_first: float = math.nan
     x_last: float = math.nan
+    table: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ forecasts
     @property
@@ -91,6 +102,10 @@ class CurveFit:
             out = np.zeros(x_arr.shape)
             for law, params, weight in self.members():
                 out = out + weight * law.evaluate(x_arr, params, ctx)
+            if self.table is not None:
+                with np.errstate(invalid="ignore", over="ignore"):
+                    out = out * np.exp(table_at(self.table, x_arr, out)[0])
+                out = np.where(out > 0, out, np.nan)
             out = np.where(np.isfinite(out), out, np.nan)
         return float(out) if out.ndim == 0 else out
 
@@ -100,6 +115,10 @@ class CurveFit:
         x_arr = as_float_array(x, "x")
         if not self.ok:
             lo = hi = np.full(x_arr.shape, np.nan)
+        elif self.table is not None:
+            ctx = self.evaluation_context()
+            law_values = sum(w * law.evaluate(x_arr, p, ctx) for law, p, w in self.members())
+            _, lo, hi = table_at(self.table, x_arr, np.asarray(law_values, dtype=float))
         else:
             lo, hi = uncertainty_sd(self, x_arr)
         if lo.ndim == 0:
@@ -111,11 +130,10 @@ class CurveFit:
 
         Log-normal on each side of ``predict(x)``: ``predict * exp(-z sd_below)`` to
         ``predict * exp(z sd_above)`` with z the normal quantile of ``level`` and the sds of
-        :meth:`interval_sd`. They combine the residual noise of the fitted level, the spread
-        of the mixture's laws (model-choice uncertainty) and the error the fit made on its
-        own held-out late points (parameter and model error), scaled to the extrapolation
-        distance with multipliers calibrated on real curves (``uncertainty["calibration"]``,
-        see ``DEFAULT_CALIBRATION``).
+        :meth:`interval_sd`. A forecaster fit's sds combine the posterior's spread, a
+        backtest of the law on the run's own earlier prefixes and the drift of its forecasts
+        (``core.forecaster.fit``); a named-law mixture's combine the residual noise, the
+        spread of its laws and its held-out error (``intervals.py``).
         """
         level = check_level(level)
         mean = np.asarray(self.predict(x), dtype=float)
@@ -192,6 +210,7 @@ class CurveFit:
                 "context": self.context,
                 "x_first": self.x_first,
                 "x_last": self.x_last,
+                "table": self.table,
                 "diagnostics": self.diagnostics,
             },
             strict=True,
@@ -199,7 +218,9 @@ class CurveFit:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CurveFit:
-        """Inverse of :meth:`to_dict`; unknown extra keys are ignored."""
+        """Inverse of :meth:`to_dict`; unknown extra keys are ignored. Reads format versions 1
+        (version 0.1: named-law mixtures and its schedule-aware laws convex_bound, tissue,
+        multipower, which still forecast as they did) and 2."""
         if not isinstance(d, dict):
             raise InvalidInputError("CurveFit.from_dict needs a dict")
         version = d.get("version", VERSION)
@@ -232,6 +253,7 @@ class CurveFit:
             context=d.get("context"),
             x_first=num(d.get("x_first")),
             x_last=num(d.get("x_last")),
+            table=_table_of(d.get("table")),
         )
 
     def __repr__(self) -> str:
@@ -254,6 +276,18 @@ def failed_fit(reason: str, diagnostics: dict[str, Any] | None = None, detail: s
         diag["reason_detail"] = detail
     diag.setdefault("law", "none")
     return CurveFit("none", {}, diag, **kw)
+
+
+def _table_of(table) -> dict[str, Any] | None:
+    """A stored forecast table, checked (InvalidInputError when malformed)."""
+    if table is None:
+        return None
+    keys = ("x", "log_ratio", "sd_below", "sd_above")
+    if not isinstance(table, dict) or any(not isinstance(table.get(k), list) for k in keys):
+        raise InvalidInputError("malformed forecast table in curve fit dict")
+    if len({len(table[k]) for k in keys}) != 1 or not table["x"]:
+        raise InvalidInputError("forecast table columns differ in length")
+    return nan_for_none(dict(table))
 
 
 def context_arrays(context: dict[str, Any]) -> dict[str, Any]:

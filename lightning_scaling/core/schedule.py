@@ -27,8 +27,6 @@ from ..errors import InvalidInputError
 DEFAULT_ANNEAL_MOMENTUM = 0.999
 
 
-
-
 def as_schedule(lr) -> np.ndarray:
     """Validate an LR schedule: 1-D, finite, >= 0, positive somewhere. Returns float64."""
     try:
@@ -139,19 +137,25 @@ class DropChunks:
     S1: np.ndarray
 
 
-def drop_chunks(u, max_chunks: int = 96) -> DropChunks:
-    """Group the drops of the peak-normalised schedule u (see DropChunks)."""
+def drop_chunks(u, max_chunks: int = 96, power: float = 1.0) -> DropChunks:
+    """Group the drops of the peak-normalised schedule u (see DropChunks).
+
+    With ``power`` p != 1 the drops are those of u**p (``d[s] = u[s-1]**p - u[s]**p``): the
+    multi-power sum of a noise floor that is concave in the LR (``forecaster`` uses it);
+    chunks are cut where u's own drops are, so the kernel's u**-gamma is unchanged.
+    """
     u = np.asarray(u, dtype=float)
-    d = lr_drops(u)
+    d = lr_drops(u) if power == 1.0 else lr_drops(np.power(np.maximum(u, 0.0), power))
     S1 = lr_area(u)
     T = u.size
     cum_d = np.concatenate([[0.0], np.cumsum(d)])
     cum_dS = np.concatenate([[0.0], np.cumsum(d * S1[:T])])
-    nz = np.flatnonzero(d)
+    nz = np.flatnonzero(d) if power == 1.0 else np.flatnonzero(lr_drops(u))
     if nz.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return DropChunks(empty, empty, cum_d, cum_dS, u, d, S1)
-    mass = np.cumsum(np.abs(d[nz]))
+    d_u = d if power == 1.0 else lr_drops(u)
+    mass = np.cumsum(np.abs(d_u[nz]))
     total = mass[-1]
     # Boundaries: equal shares of drop mass, no chunk longer than T / max_chunks steps,
     # and a new chunk wherever the drop changes sign (weighted means need one sign).
@@ -160,7 +164,7 @@ def drop_chunks(u, max_chunks: int = 96) -> DropChunks:
     label = label * (T // span + 2) + nz // span
     # and a new chunk whenever u changes by 10%: u**-gamma varies fast where u nears 0
     level = np.floor(np.log(np.maximum(u[nz], 1e-6)) / math.log(1.1)).astype(np.int64)
-    sign = np.sign(d[nz])
+    sign = np.sign(d_u[nz])
     new = np.ones(nz.size, dtype=bool)
     new[1:] = ((label[1:] != label[:-1]) | (sign[1:] != sign[:-1]) | (nz[1:] - nz[:-1] > span)
                | (level[1:] != level[:-1]))
@@ -297,10 +301,11 @@ def convex_bound_exact(u, t) -> tuple[np.ndarray, np.ndarray]:
     return np.array(bias), np.array(var)
 
 
-def multipower_drop_exact(u, t, C: float, beta: float, gamma: float) -> np.ndarray:
-    """Reference O(T) per point evaluation of ``multipower_drop`` (for tests)."""
+def multipower_drop_exact(u, t, C: float, beta: float, gamma: float, power: float = 1.0) -> np.ndarray:
+    """Reference O(T) per point evaluation of ``multipower_drop`` (for tests); ``power`` as in
+    ``drop_chunks``."""
     u = np.asarray(u, dtype=float)
-    d = lr_drops(u)
+    d = lr_drops(np.power(u, power)) if power != 1.0 else lr_drops(u)
     S1 = lr_area(u)
     out = []
     for ti in np.atleast_1d(t):

@@ -45,7 +45,7 @@ def _bound_sums(feat: dict, held: bool) -> sch.BoundSums:
     return feat[key]
 
 
-def _at_steps(feat: dict, x, values_at) -> np.ndarray:
+def at_steps(feat: dict, x, values_at) -> np.ndarray:
     """A feature defined at integer steps, at (possibly fractional) steps x: linear between
     neighbours, NaN beyond the schedule; evaluated only at the steps asked for."""
     x = np.asarray(x, dtype=float)
@@ -85,14 +85,14 @@ def _dv_at(feat: dict, x) -> np.ndarray:
             feat["dv_memo"] = (all_s[order], np.concatenate([known_v, out[~hit]])[order])
         return out
 
-    return _at_steps(feat, x, values_at)
+    return at_steps(feat, x, values_at)
 
 
 def _ld_at(feat: dict, shape: dict, x) -> np.ndarray:
     """Unit multi-power drop at (possibly fractional) steps x; NaN beyond the schedule."""
     if "chunks" not in feat:
         feat["chunks"] = sch.drop_chunks(feat["u"])
-    return _at_steps(feat, x, lambda s: sch.multipower_drop(feat["chunks"], s, shape["C"], shape["beta"],
+    return at_steps(feat, x, lambda s: sch.multipower_drop(feat["chunks"], s, shape["C"], shape["beta"],
                                                             shape["gamma"]))
 
 

@@ -1,20 +1,22 @@
-"""The schedule-aware laws, registered in ``laws.LAWS`` on import.
+"""The schedule-aware laws of version 0.1, registered in ``laws.LAWS`` on import so that
+fits saved by that version (``CurveFit.from_dict``) still load and forecast.
 
 Three laws share one form, ``L(t) = L0 + A * S1(t)**-alpha - amp * F(t)`` (S1 the LR area,
-F an annealing feature, all LRs divided by the peak): ``convex_bound`` (the default),
-``tissue`` and ``multipower``; linear in (L0, A, amp), one nonlinear parameter alpha.
+F an annealing feature, all LRs divided by the peak): ``convex_bound`` (0.1's default),
+``tissue`` and ``multipower``. They are no longer fitted: ``fit_curve(..., lr=lr)`` fits the
+forecaster's law (``forecaster``), and naming one of these raises InvalidInputError.
 """
 
 from __future__ import annotations
 
 from .. import schedule as sch
-from ..calibration import ALPHA_PRIOR_LR_AREA, MULTIPOWER_SHAPE
+from ..calibration import MULTIPOWER_SHAPE
 from ..laws import LAWS, Law, register_law
 from .features import anneal_at, interp_at, powerlaw, schedule_features
 from .storage import context_lr
 
-SCHEDULE_LAWS = ("convex_bound", "tissue", "multipower")
-"""The schedule-aware laws; the first is the default."""
+LEGACY_SCHEDULE_LAWS = ("convex_bound", "tissue", "multipower")
+"""The schedule-aware laws of version 0.1 (loaded, no longer fitted)."""
 
 AMP_NAME = {"convex_bound": "C", "tissue": "C", "multipower": "B"}
 """The parameter name of each law's annealing amplitude."""
@@ -66,7 +68,7 @@ _FORMULAS = {
 
 
 def _register() -> None:
-    for name in SCHEDULE_LAWS:
+    for name in LEGACY_SCHEDULE_LAWS:
         if name in LAWS:
             continue
         formula, param_names = _FORMULAS[name]
@@ -74,7 +76,7 @@ def _register() -> None:
             name=name, formula=formula, param_names=param_names, evaluate=_make_eval(name),
             linear=("L0", "A", AMP_NAME[name]), basis=_make_basis(name), to_params=_make_params(name),
             linear_lower=(0.0, 0.0, 0.0), nonlinear=("alpha",), bounds=((0.05, 1.5),), starts=((0.5,),),
-            asymptote=None, decreasing=False, uses_context=True, default_prior={"alpha": ALPHA_PRIOR_LR_AREA}))
+            asymptote=None, decreasing=False, uses_context=True))
 
 
 _register()
