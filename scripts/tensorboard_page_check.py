@@ -2,9 +2,10 @@
 """Check the "Scaling law" panels as a user sees them: real TensorBoard, headless Chromium.
 
 By default a recorded loss curve is replayed twice through a real Trainer with
-``ScalingLawMonitor``: clean, and with a fault halfway (the loss +6% from then on). Each run is
-served by TensorBoard on 127.0.0.1 and opened in Chromium (Debian's ``chromium``, driven over
-the DevTools protocol on a pipe): Time Series (where TensorBoard lands), Custom Scalars, Text
+``ScalingLawMonitor``: clean, and with a fault halfway (the loss +15% from then on: a clear
+fault, outside an honest interval made before it). Each run is served by TensorBoard on
+127.0.0.1 and opened in Chromium (Debian's ``chromium``, driven over the DevTools protocol on
+a pipe): Time Series (where TensorBoard lands), Custom Scalars, Text
 and Images, each saved as a screenshot, the figures too. The check fails when a "Scaling law"
 chart has no points or only points from the first 10% of the run; when the observed loss and
 the forecast (or the trend) cannot be told apart by colour on Time Series or Custom Scalars, or
@@ -58,7 +59,7 @@ MIN_COLOUR_DISTANCE = 20.0
 #: The bundled curve the default runs replay, and the fault injected in one of them.
 DEFAULT_CURVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "data", "curves",
                              "modded_nanogpt_ValueEmbed_00008ea0.csv")
-DEFAULT_FAULT = 0.06
+DEFAULT_FAULT = 0.15
 FAULT_AT = 0.5
 
 

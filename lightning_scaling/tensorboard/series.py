@@ -26,7 +26,7 @@ from .layout import (
 from .numeric import finite
 from .state import END_LEVEL, PanelState, Point
 from .subruns import SeriesRuns
-from .verdict import informative
+from .verdict import MAX_INTERVAL_RATIO, informative
 from .writing import write_layout, write_scalars
 
 #: Written points kept for the figures: beyond it, every other one is dropped.
@@ -180,17 +180,20 @@ class ScalarSeries:
         if forecast is not None:
             axis = getattr(forecast, "x_axis", "step")
             x = point.x.get(axis)
+            trend = lo = hi = math.nan
             if finite(x) and x > 0:
                 trend, lo, hi = band_at(self._band(forecast), float(x), getattr(forecast, "level", 0.9))
+            # a band this wide at the point (an early fit far from its data) is no trend to draw
+            if finite(lo) and lo > 0 and hi / lo <= MAX_INTERVAL_RATIO:
                 point.trend_step = int(forecast.step)
                 end_upper = math.nan
                 if episode is not None and episode.held is forecast:  # the central band it must return to
                     end_upper = band_at(self._band(forecast, END_LEVEL), float(x), END_LEVEL)[2]
                 state.place(point, trend, lo, hi, episode, end_upper)
+        # behind is 0 without a trend to be behind (the monitor cannot warn then either)
         observed = {tags.loss: point.loss, tags.margin_loss: point.loss, tags.margin_loss_lower: point.loss,
-                    tags.margin_loss_upper: point.loss}
+                    tags.margin_loss_upper: point.loss, tags.behind: point.behind}
         if finite(point.trend):
-            observed[tags.behind] = point.behind
             runs.write(RUN_TREND, point.step, {tags.loss: point.trend, tags.margin_loss: point.trend,
                                                tags.margin_loss_lower: point.lower,
                                                tags.margin_loss_upper: point.upper})

@@ -70,6 +70,7 @@ class TensorBoardSink:
     1 scaling/margin/loss/scaling_observed 3.5
     1 scaling/margin/loss_lower/scaling_observed 3.5
     1 scaling/margin/loss_upper/scaling_observed 3.5
+    1 Scaling law/3 behind trend, % above/scaling_observed 0.0
     """
 
     #: The per-step series are written in batches of at most this many, or this many seconds

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .numeric import finite
-from .verdict import informative
 
 #: Share of the planned run (of the steps so far when the end is unknown) the smoothed loss
 #: averages over: the monitor's default behind-trend window.
@@ -211,8 +210,9 @@ class PanelState:
             return episode.held, episode
         limit = step - self.lag_steps(step)
         for f in reversed(self.forecasts):
-            # a fit whose forecast is too uncertain to be drawn is no trend to draw either
-            if f.step <= limit and (informative(f) or not finite(getattr(f, "final_loss", None))):
+            # the trend is read near the fit's data, where its band is narrow even while the
+            # forecast at the planned end is still wide; a fit that failed is no trend
+            if f.step <= limit and getattr(getattr(f, "fit", None), "ok", False):
                 return f, episode
         return None, episode
 
