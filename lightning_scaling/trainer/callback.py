@@ -228,6 +228,7 @@ class _MonitorLogic:
         if not self._active:
             return
         self._active = False
+        self.refit_scheduler.close()
         if trainer.is_global_zero and self.write_summary:
             save_summary(self, trainer, after_exception=True)
         self.report.call_sinks(trainer, "on_exception", trainer, pl_module, self, exception)
@@ -325,6 +326,7 @@ class _MonitorLogic:
                 # a last refit on every observation, so the summary's fit covers the whole run
                 self.refit_scheduler.run_inline(int(trainer.global_step), self._refit_job())
                 self._poll_refit(trainer, pl_module)
+            self.refit_scheduler.close()
             if self.monitor is not None and not self.losses.metric_seen:
                 self.report.warn(trainer, self.losses.never_logged(trainer), ScalingWarning)
             if self.write_summary:
