@@ -97,3 +97,34 @@ def test_micro_batches_counted_while_measuring_are_priced_in_order_once_the_answ
     assert counter.flops == per_token * 40 and counter.flops_now() == per_token * 40 and not counter.measuring
     counter.count_micro_batch(model, (torch.randint(0, 50, (2, 8)),))  # priced on the spot from now on
     assert counter.flops_now() == per_token * 56
+
+
+def test_every_observation_carries_the_flops_of_its_step_even_those_taken_while_measuring(tmp_path, monkeypatch):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import lightning_scaling.trainer.flops as flops_module
+    from lightning_scaling import ScalingLawMonitor
+
+    monkeypatch.setattr(flops_module, "PAUSE_S", 0.05)  # a slow measurement: the first steps go by meanwhile
+
+    class Regression(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(self.lin(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    mon = ScalingLawMonitor(total_steps=2000, write_summary=False)  # flushes every 4 steps
+    data = TensorDataset(torch.randn(64, 16), torch.randn(64, 1))
+    trainer = pl.Trainer(max_steps=24, callbacks=[mon], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(Regression(), DataLoader(data, batch_size=8))
+    per_batch = 3 * 2 * 8 * 16
+    arrays = mon.history.arrays()
+    assert mon.compute.flops_source.startswith("measured")
+    assert arrays["flops"].tolist() == [per_batch * s for s in arrays["step"].tolist()]
