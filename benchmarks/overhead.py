@@ -59,6 +59,7 @@ HOOK_US_TARGET = 50.0  # CPU per step of the batch hook, after the first step
 RATIO_TARGET = 1.01  # time per step, monitored / plain (median over pairs)
 WAIT_MS_TARGET = 10.0  # the longest wait behind a refit
 FLOP_STEPS_TARGET = 2.0  # the first step's FLOP measurement, in steps of training-thread time
+LATE_S = 0.004  # a probe gap this long (1 ms sleep + 3 ms) waited for the GIL, or for the CPU
 HISTORY_POINTS_TARGET = 4096
 HISTORY_BYTES_TARGET = 1_000_000
 
@@ -364,7 +365,11 @@ def summarize(plain: list[dict], monitored: list[dict], skip: int = 5) -> dict:
         "probe_gap_max_ms_plain_same_windows": [1e3 * float(g.max()) if g.size else 0.0 for g in control],
         "probe_gap_p99_ms_plain": [1e3 * float(np.quantile(g, 0.99)) for g in plain_gaps],
         "probe_samples_during_refits": [int(g.size) for g in refit_gaps],
+        # a wake-up 4 ms late waited out most of a switch interval (5 ms): another thread held the GIL
+        "probe_late_share_during_refits": [float(np.mean(g > LATE_S)) if g.size else 0.0 for g in refit_gaps],
+        "probe_late_share_plain_same_windows": [float(np.mean(g > LATE_S)) if g.size else 0.0 for g in control],
         "step_excess_ms_during_refits": [1e3 * (float(s.max()) - plain_median) if s.size else 0.0 for s in refit_steps],
+        "step_excess_ms_plain_worst": [1e3 * (float(p["steps"][skip:].max()) - plain_median) for p in plain],
         "history_points_after_run": [len(mon.history) for mon in mons],
     }
 
@@ -447,8 +452,13 @@ def main(argv=None) -> int:
               f"{', '.join(f'{g:.1f}' for g in r['probe_gap_max_ms_plain_same_windows'])} ms, in all: "
               f"{', '.join(f'{g:.1f}' for g in r['probe_gap_max_ms_plain'])} ms (p99 "
               f"{', '.join(f'{g:.1f}' for g in r['probe_gap_p99_ms_plain'])})   target <= {WAIT_MS_TARGET:.0f} ms")
+        late = ", ".join(f"{100 * x:.1f}%" for x in r["probe_late_share_during_refits"])
+        late_plain = ", ".join(f"{100 * x:.1f}%" for x in r["probe_late_share_plain_same_windows"])
+        print(f"  probe wake-ups over {1e3 * LATE_S:.0f} ms late while refits ran: {late} (plain runs, same windows: "
+              f"{late_plain})")
         print(f"  steps that overlapped a refit, worst over the plain median step: "
-              f"{', '.join(f'{x:.1f}' for x in r['step_excess_ms_during_refits'])} ms")
+              f"{', '.join(f'{x:.1f}' for x in r['step_excess_ms_during_refits'])} ms (the plain runs' worst step: "
+              f"{', '.join(f'{x:.1f}' for x in r['step_excess_ms_plain_worst'])} ms)")
     on_thread = (first["first_hook_ms"] + first["later_wait_ms"]) / first["median_step_ms"]
     print(f"first step's FLOP measurement (2-layer GPT, median step {first['median_step_ms']:.1f} ms): first hook "
           f"{first['first_hook_ms']:.2f} ms + later waits for the answer {first['later_wait_ms']:.2f} ms on the "

@@ -94,10 +94,13 @@ def serve(stdin, stdout) -> None:
                        "process_cpu_s": time.process_time()})
 
 
-# Replies go out on a copy of stdout; stdout itself is pointed at stderr (discarded), so that
-# anything a library prints cannot corrupt them.
+# The helper runs at a lower priority (nice 10): where the cores are all busy, a refit waits,
+# not the training process. Replies go out on a copy of stdout; stdout itself is pointed at
+# stderr (discarded), so that anything a library prints cannot corrupt them.
 _HELPER_CODE = (
     "import os, sys, types\n"
+    "if hasattr(os, 'nice'):\n"
+    "    os.nice(10)\n"
     "replies = os.fdopen(os.dup(1), 'wb')\n"
     "os.dup2(2, 1)\n"
     "package = types.ModuleType('lightning_scaling')\n"
