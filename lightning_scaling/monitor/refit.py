@@ -1,9 +1,15 @@
-"""When to refit, and running a refit off the training thread.
+"""When to refit, and running a refit away from the training thread.
 
 ``is_candidate`` says at which optimizer steps the monitor refits and decides (a function of
 the step and the planned length alone, so every DDP rank agrees without communicating);
 ``refit_overdue`` and ``over_budget`` pace the automatic cadence; ``RefitRunner`` runs one
-refit at a time on a daemon thread so no training step waits for it.
+refit at a time, in a helper process (``refit_helper``), on a daemon thread, or inline.
+
+A refit is about 10-60 ms of numpy and scipy, much of it Python that holds the GIL: on a
+thread of the training process it delays every step that needs the GIL meanwhile (a GPU
+step launching kernels needs it between every two of them). In the helper process it holds
+no lock the training loop needs; the training process only pickles the history (about 0.1
+ms) and unpickles the forecast, on the runner's thread, which waits on the pipe otherwise.
 
 >>> [s for s in range(1, 60) if is_candidate(s, every=None, planned_steps=2000)]
 [10, 20, 30, 40, 50]
@@ -20,11 +26,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .refit_helper import RefitProcess
+
 MIN_REFIT_SPACING = 0.05
 """A refit runs whatever the overhead budget once the last one is this share of the run old."""
 
 FLUSH_EVERY = 16
 """At most this many optimizer steps between two batches of checks."""
+
+MODES = ("process", "thread", "inline")
+"""Where ``RefitRunner`` runs refits."""
 
 
 def is_candidate(step: int, every: int | None, planned_steps: float | None) -> bool:
@@ -72,30 +83,45 @@ def flush_every(planned_steps: float | None) -> int:
 
 
 class RefitRunner:
-    """Runs one refit at a time, on a persistent daemon worker thread or inline.
+    """Runs one refit at a time: in a helper process, on a persistent daemon thread, or inline.
 
-    ``submit`` hands a job to the worker unless one is pending or running (no thread is
-    created per job: starting a thread makes the caller wait for the GIL handoff);
-    ``poll`` returns the finished job's ``(result, error, cpu_seconds)`` once, else None.
-    The job's CPU time is measured with ``time.thread_time`` so the caller can hold refits to
-    a share of the training time.
+    Args:
+        background: False runs every refit inline, on the caller's thread (deterministic).
+        mode: ``"process"`` (default with ``background``): jobs that can say what they compute
+            (a ``request()`` method; see ``refit_helper``) run in a helper process started on
+            the first one, the others on the thread; ``"thread"``: every job on the thread.
+
+    ``submit`` hands a job to the worker thread unless one is pending or running (no thread is
+    created per job: starting a thread makes the caller wait for the GIL handoff); ``poll``
+    returns the finished job's ``(result, error, cpu_seconds)`` once, else None. The CPU time
+    (the helper's for its job plus the thread's own) lets the caller hold refits to a share of
+    the training time (``helper_cpu_seconds`` adds the helper's start-up, about 0.4 s, which
+    pacing leaves out: it is paid once). A helper that cannot start or dies sends every later
+    job to the thread (``process_error`` says why).
     """
 
-    def __init__(self, background: bool = True):
+    def __init__(self, background: bool = True, mode: str = "process"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.background = bool(background)
+        self.mode = mode if self.background else "inline"
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
         self._job: Callable[[], Any] | None = None
         self._running = False
         self._done: tuple[Any, BaseException | None, float] | None = None
+        self._helper: RefitProcess | None = None
+        self.process_error: str | None = None
         self.cpu_seconds = 0.0
+        self.helper_cpu_seconds = 0.0  # helper processes' CPU time, start-up included (not paced)
 
     def __getstate__(self) -> dict[str, Any]:
-        # picklable for ddp_spawn: a fresh runner (no thread, no pending result) in the child
-        return {"background": self.background, "cpu_seconds": self.cpu_seconds}
+        # picklable for ddp_spawn: a fresh runner (no thread, no helper, no pending result) in the child
+        return {"background": self.background, "mode": self.mode if self.background else "process",
+                "cpu_seconds": self.cpu_seconds}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(background=state["background"])
+        self.__init__(background=state["background"], mode=state.get("mode", "process"))
         self.cpu_seconds = state["cpu_seconds"]
 
     @property
@@ -104,6 +130,21 @@ class RefitRunner:
 
     def _execute(self, fn: Callable[[], Any]) -> tuple[Any, BaseException | None, float]:
         t0 = time.thread_time()
+        if self.mode == "process" and self.process_error is None and callable(getattr(fn, "request", None)):
+            helper = self._helper
+            try:
+                if helper is None:
+                    helper = self._helper = RefitProcess()
+                before = helper.cpu_seconds
+                result, error, job_cpu = helper.run(fn.request())
+                self.helper_cpu_seconds += helper.cpu_seconds - before
+                return result, error, job_cpu + time.thread_time() - t0
+            except OSError as exc:
+                if helper is not self._helper:  # closed under the job (the run ended): no answer
+                    return None, exc, time.thread_time() - t0
+                # no helper: this job and the later ones run here
+                self.process_error = f"{type(exc).__name__}: {exc}"
+                self._close_helper()
         result, error = None, None
         try:
             result = fn()
@@ -123,11 +164,18 @@ class RefitRunner:
                 self._cond.notify_all()
 
     def submit(self, fn: Callable[[], Any], inline: bool = False) -> bool:
-        """Start ``fn`` (on the worker, or now when ``inline`` or not ``background``); False while busy."""
+        """Start ``fn`` (on the worker, or now on this thread when ``inline`` or not ``background``);
+        False while busy."""
         if self.busy:
             return False
         if inline or not self.background:
-            self._done = self._execute(fn)
+            t0 = time.thread_time()
+            result, error = None, None
+            try:
+                result = fn()
+            except BaseException as exc:  # reported to the caller like a background job's
+                error = exc
+            self._done = (result, error, time.thread_time() - t0)
             return True
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
@@ -155,3 +203,13 @@ class RefitRunner:
                 if remaining is not None and remaining <= 0:
                     return
                 self._cond.wait(remaining)
+
+    def close(self) -> None:
+        """End the helper process, if any (it ends once its input closes, after a job in hand);
+        a later job starts a new one."""
+        self._close_helper()
+
+    def _close_helper(self) -> None:
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.close()

@@ -144,6 +144,7 @@ class _MonitorLogic:
         self.summary_path: str | None = None
         self.seen_step = 0  # the newest optimizer step seen
         self._active = False
+        self._announced = False  # the one-line notice of where FLOPs and tokens come from
 
     # Lightning's own logger tree, so messages show where its callbacks' do (set by each twin)
     _logger = log
@@ -227,6 +228,7 @@ class _MonitorLogic:
         if not self._active:
             return
         self._active = False
+        self.refit_scheduler.close()
         if trainer.is_global_zero and self.write_summary:
             save_summary(self, trainer, after_exception=True)
         self.report.call_sinks(trainer, "on_exception", trainer, pl_module, self, exception)
@@ -240,6 +242,7 @@ class _MonitorLogic:
     # -- the run ----------------------------------------------------------------------------------
     def _start(self, trainer) -> None:
         self.refit_scheduler.start()
+        self._announced = False
         self.seen_step = int(trainer.global_step)
         self.losses.start()
         self.report.cadence.start(trainer)
@@ -258,7 +261,8 @@ class _MonitorLogic:
 
     def _on_micro_batch(self, trainer, pl_module, outputs, batch) -> None:
         self.compute.count_micro_batch(pl_module, batch)
-        if self.compute.micro_batches == 1:
+        if not self._announced and not self.compute.measuring:  # the FLOP rate is measured on a thread
+            self._announced = True
             self.report.info(trainer, f"ScalingLawMonitor: FLOPs from {self.compute.flops_source}; tokens from "
                              f"{self.compute.tokens_source}; planned end: {self.planned_steps} optimizer steps; "
                              f"{self.schedule_reason}")
@@ -322,6 +326,7 @@ class _MonitorLogic:
                 # a last refit on every observation, so the summary's fit covers the whole run
                 self.refit_scheduler.run_inline(int(trainer.global_step), self._refit_job())
                 self._poll_refit(trainer, pl_module)
+            self.refit_scheduler.close()
             if self.monitor is not None and not self.losses.metric_seen:
                 self.report.warn(trainer, self.losses.never_logged(trainer), ScalingWarning)
             if self.write_summary:

@@ -4,9 +4,10 @@ Where each number comes from, in order of preference:
 
 - FLOPs per micro-batch (forward + backward, one process): the ``flops_per_batch=`` argument;
   the module's ``flops_per_batch`` attribute (the convention of Lightning's
-  ``ThroughputMonitor``); one forward pass measured with ``torch.utils.flop_counter`` on the
-  meta device (no real arithmetic), times 3 for forward plus backward; else ``6 * N * tokens``
-  with N the non-embedding parameters (Kaplan et al. 2020: 2N per token forward, 4N backward).
+  ``ThroughputMonitor``); one forward pass measured with ``torch.utils.flop_counter``'s
+  formulas on a meta copy of the module (no real arithmetic, on a thread: ``trainer.flops``),
+  times 3 for forward plus backward; else ``6 * N * tokens`` with N the non-embedding
+  parameters (Kaplan et al. 2020: 2N per token forward, 4N backward).
 - Tokens per micro-batch: the ``tokens_per_batch=`` argument (an int, or a callable on the
   batch); the module's ``tokens_per_batch`` attribute; else the element count of the batch's
   integer input tensor (``input_ids`` in a dict batch, else the first integer tensor found:
@@ -18,16 +19,19 @@ is multiplied by the world size (every process is assumed to see batches of the 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch.func import functional_call
-from torch.utils._pytree import tree_map
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import InvalidInputError
+from .flops import FlopMeasurement, measure_flops_per_batch
+
+__all__ = ["ComputeCounter", "count_parameters", "infer_samples", "infer_tokens", "measure_flops_per_batch"]
+
+log = logging.getLogger(__name__)
 
 _STATE_FORMAT = "lightning-scaling/compute"
 _STATE_VERSION = 1
@@ -111,8 +115,21 @@ def _cached_rule(batch: Any, pick: Callable[[Any], bool], measure: Callable[[Any
         return None
 
     dtype = _at(batch, found).dtype
+    if len(found) == 1:  # an (x, y) tuple or a flat dict: one index (this runs every step)
+        key = found[0]
 
-    def rule(b: Any) -> int | None:
+        def rule(b: Any) -> int | None:
+            try:
+                t = b[key]
+                if t.dtype is dtype:
+                    return measure(t)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                pass
+            return fallback(b)
+
+        return rule
+
+    def nested_rule(b: Any) -> int | None:
         try:
             t = _at(b, found)
             if t.dtype is dtype:
@@ -121,7 +138,7 @@ def _cached_rule(batch: Any, pick: Callable[[Any], bool], measure: Callable[[Any
             pass
         return fallback(b)
 
-    return rule
+    return nested_rule
 
 
 def infer_samples(batch: Any) -> int | None:
@@ -130,53 +147,6 @@ def infer_samples(batch: Any) -> int | None:
         if t.dim() > 0:
             return int(t.shape[0])
     return None
-
-
-def _forward_inputs(batch: Any) -> tuple[tuple, dict]:
-    """How a module's forward is called on a batch, by the common conventions.
-
-    A tensor: ``forward(batch)``; a dict: ``forward(**batch)`` (Hugging Face style); a list or
-    tuple: ``forward(batch[0])`` (the ``(inputs, targets)`` convention).
-    """
-    if isinstance(batch, torch.Tensor):
-        return (batch,), {}
-    if isinstance(batch, Mapping):
-        return (), dict(batch)
-    if isinstance(batch, (list, tuple)) and batch:
-        return (batch[0],), {}
-    raise InvalidInputError(f"cannot tell how to call forward on a batch of type {type(batch).__name__}")
-
-
-def measure_flops_per_batch(module: Any, batch: Any) -> float:
-    """FLOPs of forward + backward on one micro-batch, measured on the meta device.
-
-    The module's parameters, buffers and the batch are replaced by meta tensors (shapes only,
-    no memory, no arithmetic) and one forward pass runs under
-    ``torch.utils.flop_counter.FlopCounterMode``; backward is taken as twice the forward, the
-    usual estimate (Lightning's ``measure_flops`` counts it instead, at the price of a real
-    pass). Raises whatever the module raises when it cannot run on meta tensors (for example
-    a forward that calls ``.item()``); callers fall back to ``6 * N * tokens``.
-    """
-
-    def to_meta(x):
-        return x.to("meta") if isinstance(x, torch.Tensor) else x
-
-    args, kwargs = _forward_inputs(batch)
-    args, kwargs = tree_map(to_meta, (args, kwargs))
-    # tied weights appear once here; functional_call(tie_weights=True) re-ties them
-    state = {k: v.to("meta") for k, v in module.named_parameters()}
-    state.update({k: v.to("meta") for k, v in module.named_buffers()})
-    counter = FlopCounterMode(display=False)
-    was_training = module.training
-    try:
-        with torch.no_grad(), counter:
-            functional_call(module, state, args, kwargs, tie_weights=True, strict=False)
-    finally:
-        module.train(was_training)
-    forward = float(counter.get_total_flops())
-    if not forward > 0:
-        raise InvalidInputError("the measured forward pass counted no FLOPs (no matmul or convolution ran)")
-    return 3.0 * forward
 
 
 # -- the running count ---------------------------------------------------------------------
@@ -194,6 +164,12 @@ class ComputeCounter:
         tokens: tokens (NaN while unknown); flops: FLOPs (NaN while unknown).
         flops_source, tokens_source: one line each saying where the rate came from.
         n_params, n_params_non_embedding: of the module, counted at ``setup``.
+
+    A measured FLOP rate is measured on a thread (``trainer.flops``) while training goes on;
+    the micro-batches counted meanwhile are priced when it answers, in the order they came,
+    so every number is what an answer on the spot would have given. Reading ``flops``,
+    ``flops_source`` or ``flops_after`` waits for the answer; ``measuring`` says whether one
+    is still awaited.
     """
 
     def __init__(
@@ -213,21 +189,26 @@ class ComputeCounter:
         self.world_size = 1
         self.n_params: int | None = None
         self.n_params_non_embedding: int | None = None
-        self.flops_source = "unknown (no batch seen yet)"
+        self._flops_source = "unknown (no batch seen yet)"
         self.tokens_source = "unknown (no batch seen yet)"
         self._flops_rate: float | None = None  # FLOPs per micro-batch, or ...
         self._flops_per_token: float | None = None  # ... FLOPs per token when tokens vary
         self._tokens_rule: Callable[[Any], int | None] | None = None
         self._samples_rule: Callable[[Any], int | None] | None = None
         self._resolved = False
+        self._measurement: FlopMeasurement | None = None
+        self._tokens0: int | None = None  # tokens of the measured micro-batch
+        self._unpriced: list[int | None] = []  # tokens of each micro-batch counted while measuring
+        self._priced: dict[int, float] = {}  # micro-batch count -> cumulative FLOPs, for those
         self.steps = 0
         self.micro_batches = 0
         self.samples = 0.0
         self.tokens = math.nan
-        self.flops = math.nan
+        self._flops = math.nan
 
     def setup(self, module: Any, world_size: int = 1) -> None:
         """Count the module's parameters and remember the world size (call once per fit)."""
+        self.settle()
         self.world_size = max(1, int(world_size))
         try:
             self.n_params, self.n_params_non_embedding = count_parameters(module)
@@ -235,9 +216,88 @@ class ComputeCounter:
             self.n_params = self.n_params_non_embedding = None
         self._resolved = False
 
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def measuring(self) -> bool:
+        """Is a FLOP measurement still running (``flops`` would wait for it)?"""
+        return self._measurement is not None and not self._measurement.done
+
+    @property
+    def flops(self) -> float:
+        self.settle()
+        return self._flops
+
+    @property
+    def flops_source(self) -> str:
+        self.settle()
+        return self._flops_source
+
+    def flops_now(self) -> float | None:
+        """The cumulative FLOPs now, or None while a measurement is awaited (never waits)."""
+        return self._flops if self._measurement is None else None
+
+    def flops_after(self, micro_batches: int) -> float:
+        """The cumulative FLOPs once ``micro_batches`` micro-batches were counted (waits for a
+        measurement; exact for the micro-batches counted while it ran, and for the newest)."""
+        self.settle()
+        return self._priced.get(micro_batches, self._flops)
+
+    # -- counting ------------------------------------------------------------------------------
+    def count_micro_batch(self, module: Any, batch: Any) -> None:
+        """Add one micro-batch of every process (call on every rank, once per batch)."""
+        # the training loop's hot path: a few attribute reads and sums, NaN tested as x != x
+        if not self._resolved:
+            self._resolve(module, batch)
+        w = self.world_size
+        self.micro_batches += 1
+        rule = self._samples_rule
+        if rule is not None:
+            n = rule(batch)
+            if n is not None:
+                self.samples += n * w
+        rule = self._tokens_rule
+        tokens = None
+        if rule is not None:
+            tokens = rule(batch)
+            if tokens is not None:
+                tokens = int(tokens)
+                total = self.tokens
+                self.tokens = (0.0 if total != total else total) + tokens * w
+        if self._measurement is not None:
+            self._unpriced.append(tokens)
+        else:
+            self._price(tokens)
+
+    def _price(self, tokens: int | None) -> None:
+        """Add one micro-batch's FLOPs (``tokens``: its tokens on one process, or None)."""
+        if self._flops_rate is not None:
+            flops = self._flops_rate
+        elif self._flops_per_token is not None and tokens is not None:
+            flops = self._flops_per_token * tokens
+        else:
+            return
+        total = self._flops
+        self._flops = (0.0 if total != total else total) + flops * self.world_size
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait for a FLOP measurement in flight and price the micro-batches counted meanwhile."""
+        measurement = self._measurement
+        if measurement is None:
+            return
+        measured, error = measurement.result(timeout)
+        self._measurement = None
+        self._choose_flops(measured, error)
+        first = self.micro_batches - len(self._unpriced) + 1
+        for i, tokens in enumerate(self._unpriced):
+            self._price(tokens)
+            self._priced[first + i] = self._flops
+        self._unpriced = []
+
     def _resolve(self, module: Any, batch: Any) -> None:
         """Decide, on the first micro-batch, where tokens and FLOPs come from."""
+        self.settle()
         self._resolved = True
+        self._priced = {}
         # tokens
         module_tokens = getattr(module, "tokens_per_batch", None)
         if self._tokens_arg is not None:
@@ -256,64 +316,48 @@ class ComputeCounter:
         else:
             self._tokens_rule = None
             self.tokens_source = "unknown: no integer input tensor (pass tokens_per_batch=)"
-        self._samples_rule = _cached_rule(batch, lambda t: t.dim() > 0, len, infer_samples)
-        tokens0 = self._tokens_of(batch)
+        self._samples_rule = _cached_rule(batch, lambda t: t.dim() > 0, _length, infer_samples)
+        self._tokens0 = self._tokens_of(batch)
         # FLOPs
         module_flops = getattr(module, "flops_per_batch", None)
+        self._flops_rate = self._flops_per_token = None
         if self._flops_arg is not None:
             self._flops_rate = float(self._flops_arg)
-            self.flops_source = "flops_per_batch= argument"
+            self._flops_source = "flops_per_batch= argument"
         elif _is_number(module_flops) and module_flops > 0:
             self._flops_rate = float(module_flops)
-            self.flops_source = "module attribute flops_per_batch"
+            self._flops_source = "module attribute flops_per_batch"
         else:
-            measured, why = None, ""
             try:
-                measured = measure_flops_per_batch(module, batch)
+                self._measurement = FlopMeasurement(module, batch)
+                self._flops_source = "being measured"
             except Exception as exc:  # the fallback below is the documented answer
-                why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-            if measured is not None:
-                if tokens0:
-                    self._flops_per_token = measured / tokens0
-                else:
-                    self._flops_rate = measured
-                self.flops_source = "measured: torch.utils.flop_counter, one forward on the meta device x3"
-            elif tokens0 and self.n_params_non_embedding:
-                self._flops_per_token = 6.0 * self.n_params_non_embedding
-                self.flops_source = (
-                    f"6*N*tokens with N = {self.n_params_non_embedding:,} non-embedding parameters"
-                    + (f" (measurement failed: {why})" if why else "")
-                )
+                self._choose_flops(None, exc)
+
+    def _choose_flops(self, measured: float | None, error: BaseException | None) -> None:
+        """The FLOP rate from a measurement's answer, else ``6 * N * tokens``; why a measurement
+        did not count goes to the debug log (the fallback is a normal path, not an error)."""
+        tokens0 = self._tokens0
+        if measured is not None:
+            if tokens0:
+                self._flops_per_token = measured / tokens0
             else:
-                self.flops_source = "unknown: cannot measure and no token count (pass flops_per_batch=)" + (
-                    f" (measurement failed: {why})" if why else ""
-                )
+                self._flops_rate = measured
+            self._flops_source = "measured: torch.utils.flop_counter, one forward on the meta device x3"
+            return
+        why = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+        log.debug("ScalingLawMonitor: FLOPs not measured (%s)", why)
+        if tokens0 and self.n_params_non_embedding:
+            self._flops_per_token = 6.0 * self.n_params_non_embedding
+            self._flops_source = f"6*N*tokens with N = {self.n_params_non_embedding:,} non-embedding parameters"
+        else:
+            self._flops_source = "unknown: not measurable and no token count (pass flops_per_batch=)"
 
     def _tokens_of(self, batch: Any) -> int | None:
         if self._tokens_rule is None:
             return None
         n = self._tokens_rule(batch)
         return None if n is None else int(n)
-
-    def count_micro_batch(self, module: Any, batch: Any) -> None:
-        """Add one micro-batch of every process (call on every rank, once per batch)."""
-        if not self._resolved:
-            self._resolve(module, batch)
-        w = self.world_size
-        self.micro_batches += 1
-        n_samples = self._samples_rule(batch) if self._samples_rule is not None else None
-        if n_samples is not None:
-            self.samples += n_samples * w
-        tokens = self._tokens_of(batch)
-        if tokens is not None:
-            self.tokens = (0.0 if math.isnan(self.tokens) else self.tokens) + tokens * w
-        flops = None
-        if self._flops_rate is not None:
-            flops = self._flops_rate
-        elif self._flops_per_token is not None and tokens is not None:
-            flops = self._flops_per_token * tokens
-        if flops is not None:
-            self.flops = (0.0 if math.isnan(self.flops) else self.flops) + flops * w
 
     def totals(self) -> dict[str, float]:
         return {
@@ -345,17 +389,22 @@ class ComputeCounter:
             raise InvalidInputError(
                 f"compute state version {state['version']} is newer than this lightning-scaling understands"
             )
+        self.settle()
         self.steps = int(state["steps"])
         self.micro_batches = int(state["micro_batches"])
         self.samples = float(state["samples"])
         self.tokens = float(state["tokens"])
-        self.flops = float(state["flops"])
-        self.flops_source = str(state.get("flops_source", self.flops_source))
+        self._flops = float(state["flops"])
+        self._flops_source = str(state.get("flops_source", self._flops_source))
         self.tokens_source = str(state.get("tokens_source", self.tokens_source))
 
 
 def _numel(t: Any) -> int:
     return t.numel()
+
+
+def _length(t: Any) -> int:
+    return t.shape[0]
 
 
 def _is_integer(t: Any) -> bool:

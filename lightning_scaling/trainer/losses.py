@@ -37,28 +37,28 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
     loss = outputs.get("loss") if isinstance(outputs, dict) or isinstance(outputs, Mapping) else outputs
     if loss is None or not hasattr(loss, "detach") or loss.numel() != 1:
         return None
-    return loss.detach()
+    return loss.detach() if loss.requires_grad else loss
 
 
 def to_floats(values: list) -> list[float]:
-    """Floats from a mix of scalar tensors and numbers, with one device sync for the tensors.
+    """Floats from a mix of scalar tensors and numbers, with one device sync per device.
 
     >>> to_floats([torch.tensor(1.5), 2, torch.tensor([0.25])])
     [1.5, 2.0, 0.25]
     """
-    tensors = [(i, v) for i, v in enumerate(values) if hasattr(v, "detach")]
-    out = [float(v) if not hasattr(v, "detach") else math.nan for v in values]
-    if len(tensors) == 1:
-        i, t = tensors[0]
-        out[i] = float(t)
-    elif tensors:
-        by_device: dict[Any, list] = {}
-        for i, t in tensors:
-            by_device.setdefault(t.device, []).append((i, t))
-        for items in by_device.values():
-            stacked = torch.stack([t.reshape(()).float() for _, t in items]).tolist()
-            for (i, _), v in zip(items, stacked):
-                out[i] = float(v)
+    out = [math.nan] * len(values)
+    others: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        if not hasattr(v, "detach"):
+            out[i] = float(v)
+        elif v.is_cpu:  # no device to wait for: one call each is cheaper than stacking
+            out[i] = float(v.item())
+        else:
+            others.setdefault(v.device, []).append(i)
+    for indices in others.values():
+        stacked = torch.stack([values[i].reshape(()) for i in indices]).tolist()
+        for i, v in zip(indices, stacked):
+            out[i] = float(v)
     return out
 
 
@@ -72,7 +72,10 @@ class LossReader:
         say: ``say(trainer, message)`` reports a one-time notice (rank zero).
 
     Attributes:
-        pending: ``[step, tokens, flops, loss]`` not yet handed on (loss a tensor or a float).
+        pending: the optimizer steps not yet handed on, oldest first, each ``(step, tokens,
+            flops, micro_batches, losses, factor)``: ``losses`` the step's micro-batch losses
+            (tensors or floats; the observation is their mean times ``factor``), ``flops`` None
+            while the FLOP rate is being measured (then priced by ``micro_batches``).
         followed: the metric read from ``callback_metrics`` (``metric``, or a training loss
             found under one of ``LOSS_NAMES``), or None.
         loss_name: what the observations measure.
@@ -85,7 +88,7 @@ class LossReader:
         self.say = say
         self.followed = metric
         self.loss_name = metric or "training_step loss"
-        self.pending: list[list] = []
+        self.pending: list[tuple] = []
         self.metric_seen = False
         self.loss_seen = False
         self._micro: list = []  # this optimizer step's micro-batch losses (tensors or floats)
@@ -109,9 +112,19 @@ class LossReader:
     def on_optimizer_step(self, trainer, step: int, observed: int) -> None:
         """Take optimizer step ``step``'s observation; raises when no loss can be found at all
         (``observed``: observations already in the history)."""
-        if self._micro:
-            self._push(step, self._step_loss())
-        elif self.followed is not None:
+        micro = self._micro
+        if micro:  # the usual case, once per optimizer step: keep it short
+            self._micro = []
+            compute = self.compute
+            row = (step, compute.tokens, compute.flops_now(), compute.micro_batches, micro, self._factor)
+            pending = self.pending
+            if pending and pending[-1][0] == step:
+                pending[-1] = row
+            else:
+                pending.append(row)
+            self.loss_seen = True
+            return
+        if self.followed is not None:
             self.read_metric(trainer, from_validation=False)
         elif self.metric is None:
             self._follow_logged_loss(trainer)
@@ -120,28 +133,40 @@ class LossReader:
     def finish(self, step: int) -> None:
         """The last optimizer step's micro-batches, when the run ended before they were taken."""
         if self._micro:
-            self._push(step, self._step_loss())
+            self._push(step, self._take_micro())
 
     def take(self) -> list[tuple[int, float, float, float]]:
-        """The pending observations ``(step, tokens, flops, loss)`` as floats, oldest first."""
+        """The pending observations ``(step, tokens, flops, loss)`` as floats, oldest first
+        (one device sync for all their losses)."""
         pending, self.pending = self.pending, []
-        losses = to_floats([p[3] for p in pending])
-        return [(p[0], p[1], p[2], loss) for p, loss in zip(pending, losses)]
+        return self._as_floats(pending)
 
-    def _step_loss(self) -> Any:
-        """The optimizer step's loss: the mean of its micro-batches' (no device sync)."""
+    def _as_floats(self, rows: list[tuple]) -> list[tuple[int, float, float, float]]:
+        if not rows:
+            return []
+        values = to_floats([v for row in rows for v in row[4]])
+        out, i = [], 0
+        for step, tokens, flops, micro_batches, losses, factor in rows:
+            n = len(losses)
+            loss = values[i] * factor if n == 1 else sum(values[i:i + n]) * (factor / n)
+            i += n
+            if flops is None:
+                flops = self.compute.flops_after(micro_batches)
+            out.append((step, tokens, flops, loss))
+        return out
+
+    def _take_micro(self) -> tuple[list, int]:
+        """The optimizer step's micro-batch losses and the factor that undoes Lightning's division."""
         micro, self._micro = self._micro, []
-        factor = self._factor
-        if len(micro) == 1:
-            return micro[0] if factor == 1 else micro[0] * factor
-        return sum(micro) * (factor / len(micro))
+        return micro, self._factor
 
-    def _push(self, step: int, loss: Any) -> None:
-        tokens, flops = self.compute.tokens, self.compute.flops
+    def _push(self, step: int, losses: tuple[list, int]) -> None:
+        compute = self.compute
+        row = (step, compute.tokens, compute.flops_now(), compute.micro_batches, losses[0], losses[1])
         if self.pending and self.pending[-1][0] == step:
-            self.pending[-1] = [step, tokens, flops, loss]
+            self.pending[-1] = row
         else:
-            self.pending.append([step, tokens, flops, loss])
+            self.pending.append(row)
         self.loss_seen = True
 
     def _follow_logged_loss(self, trainer) -> None:
@@ -172,7 +197,7 @@ class LossReader:
                 raise InvalidInputError(f"ScalingLawMonitor: monitor={name!r} must be a scalar, got shape "
                                         f"{tuple(value.shape)}")
             value = value.reshape(())
-        self._push(int(trainer.global_step), value)
+        self._push(int(trainer.global_step), ([value], 1))
         return True
 
     def check_found(self, trainer, epoch_end: bool, observed: int = 0) -> None:
@@ -194,15 +219,14 @@ class LossReader:
                 + missing_metric_message(self.metric, trainer.callback_metrics))
 
     def state_dict(self) -> dict[str, Any]:
-        pending = [[p[0], p[1], p[2], v] for p, v in zip(self.pending, to_floats([p[3] for p in self.pending]))]
         return {"loss_name": self.loss_name, "followed": self.followed,
-                "pending": [[float(v) for v in p] for p in pending]}
+                "pending": [[float(v) for v in p] for p in self._as_floats(self.pending)]}
 
     def load_state_dict(self, state: dict[str, Any], observed: int) -> None:
         self.loss_name = state.get("loss_name", self.loss_name)
         self.followed = state.get("followed", self.followed)
         self.loss_seen = observed > 0
-        self.pending = [[int(p[0]), p[1], p[2], p[3]] for p in state.get("pending", [])]
+        self.pending = [(int(p[0]), p[1], p[2], 0, [p[3]], 1) for p in state.get("pending", [])]
 
 
 def _available(metrics: Mapping) -> str:

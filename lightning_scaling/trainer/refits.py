@@ -1,9 +1,9 @@
 """Refit scheduling: which candidate steps refit, within the monitor's time budget.
 
-``RefitScheduler`` owns the ``RefitRunner`` (a daemon thread, or inline), the budget (the
-refits' CPU time plus the monitor's per-step hook, against the training time) and the
-counts; ``refit_job`` builds a refit as a closure over a snapshot of the history, so the
-thread never touches live state.
+``RefitScheduler`` owns the ``RefitRunner`` (a helper process, a daemon thread, or inline),
+the budget (the refits' CPU time plus the monitor's per-step hook, against the training
+time) and the counts; ``refit_job`` builds a refit over a snapshot of the history, so the
+refit never touches live state.
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ class RefitScheduler:
         return (last is not None and history.n_observed >= MIN_POINTS and (newest is None or newest.step < last)
                 and not self.runner.busy)
 
+    def close(self) -> None:
+        """End the refit helper process (the run is over); a later refit starts a new one."""
+        self.runner.close()
+
     def run_inline(self, step: int, job: Callable[[], Any]) -> None:
         """Refit now on this thread (the last refit of a run)."""
         self.inflight_step = step
@@ -103,6 +107,23 @@ class RefitScheduler:
         return forecast
 
 
+_STOCK_FIT = curve.fit_curve  # what the helper process runs
+
+
+class RefitJob:
+    """A refit over a snapshot of the history: ``job()`` runs it here; ``job.request()`` describes
+    it for the helper process (``monitor.refit_helper``), which runs the same ``make_forecast``."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], lr: np.ndarray | None, kwargs: dict[str, Any]):
+        self.arrays, self.lr, self.kwargs = arrays, lr, kwargs
+
+    def __call__(self) -> Forecast:
+        return make_forecast(self.arrays, fit_fn=_STOCK_FIT, lr=self.lr, **self.kwargs)
+
+    def request(self) -> dict[str, Any]:
+        return {"arrays": self.arrays, "kwargs": self.kwargs, "lr": self.lr}
+
+
 def refit_job(
     history: LossHistory,
     *,
@@ -115,17 +136,17 @@ def refit_job(
     band_level: float,
     compute: ComputeCounter,
 ) -> Callable[[], Forecast]:
-    """A refit as a closure over a snapshot of the history: the fit runs on the optimizer step
-    when the schedule is known, else on ``x_axis`` (the step while that axis is unknown)."""
-    arrays = history.arrays()
+    """A refit over a snapshot of the history: the fit runs on the optimizer step when the
+    schedule is known, else on ``x_axis`` (the step while that axis is unknown). A
+    ``RefitJob`` (which the helper process can run) unless ``curve.fit_curve`` was replaced."""
+    stored = history.arrays()
+    arrays = {name: stored[name] for name in ("step", "tokens", "flops", "loss")}
     axis = "step" if schedule_lr is not None else x_axis
     if axis != "step" and not np.isfinite(arrays[axis]).any():
         axis = "step"
     kwargs = dict(
-        fit_fn=curve.fit_curve,  # looked up now: a test may replace it
         x_axis=axis,
         target_step=planned_steps,
-        lr=schedule_lr,
         level=level,
         target_loss=target_loss,
         band_level=band_level,
@@ -136,4 +157,7 @@ def refit_job(
             "history_points": len(history),
         },
     )
-    return lambda: make_forecast(arrays, **kwargs)
+    fit_fn = curve.fit_curve  # looked up now: a test may replace it
+    if fit_fn is _STOCK_FIT:
+        return RefitJob(arrays, schedule_lr, kwargs)
+    return lambda: make_forecast(arrays, fit_fn=fit_fn, lr=schedule_lr, **kwargs)
