@@ -175,7 +175,7 @@ def test_train_smoke_end_to_end(tmp_path):
     result = json.loads(result_file.read_text())
     assert result["steps"] == result["planned_steps"] == 48
     assert result["tokens"] == 48 * 16 * 64
-    assert math.isfinite(result["final_train_loss"]) and result["final_train_loss"] < math.log(256)
+    assert math.isfinite(result["final_loss"]) and result["final_loss"] < math.log(256)
     assert event_files(tmp_path / "runs")
     summary = json.loads(Path(result["summary_file"]).read_text())
     assert summary["format"] == "lightning-scaling/run-summary"

@@ -75,7 +75,8 @@ class Preset:
         num_workers: DataLoader workers.
         report_every: print a progress line every this many steps.
         final_eval_windows: fresh training windows (sequences) on which the final model's
-            loss is measured at the end (the "final loss reached" the forecasts are judged by).
+            loss is also measured at the end (kept in ``--json`` output as
+            ``final_loss_fresh_windows``; the final loss printed is the run summary's).
     """
 
     name: str
@@ -263,7 +264,7 @@ def build_monitor(args, total_steps: int):
 
 
 def monitor_final_loss(logger) -> float | None:
-    """The run summary's final_loss: the monitor's own smoothing of the last steps' losses."""
+    """The run summary's final_loss (the mean training loss over the last 2.5% of the steps)."""
     path = Path(logger.log_dir) / "scaling_summary.json"
     try:
         value = json.loads(path.read_text()).get("final_loss")
@@ -283,11 +284,10 @@ def final_training_loss(module: GPTLightningModule, train_bytes, n_windows: int,
                         precision: str) -> float:
     """Mean loss (nats/byte) of the final model on ``n_windows`` random training windows.
 
-    The forecast predicts the expected training loss at the last step. The per-step training
-    loss scatters by several percent from batch to batch (files differ a lot), so the loss
-    "actually reached" is measured on many fresh batches of the same distribution instead of
-    being read off the last few steps. Windows are drawn with their own seed; a few overlap
-    bytes seen once during training, which a model this size cannot have memorised.
+    A second measurement of the loss reached, with far less batch scatter than the last
+    steps' losses (files differ a lot); kept in the ``--json`` output, not printed, so the
+    printout has one final loss. Windows are drawn with their own seed; a few overlap bytes
+    seen once during training, which a model this size cannot have memorised.
     """
     windows = ByteWindows(train_bytes, module.config.seq_len)
     generator = torch.Generator().manual_seed(1_000_003 + seed)
@@ -306,11 +306,15 @@ def final_training_loss(module: GPTLightningModule, train_bytes, n_windows: int,
     return total / count
 
 
-def smoothed_final(losses: list[float], fraction: float = 0.02) -> float:
-    """Mean training loss over the last ``fraction`` of steps (at least 10 steps)."""
+FINAL_LOSS_HOW = "the mean training loss over the last 2.5% of the steps (the run summary's final_loss)"
+
+
+def smoothed_final(losses: list[float], fraction: float = 0.025) -> float:
+    """Mean training loss over the last ``fraction`` of steps (at least 5): the run summary's
+    ``final_loss``, for a run without the monitor."""
     if not losses:
         return math.nan
-    window = max(10, int(len(losses) * fraction))
+    window = max(5, round(len(losses) * fraction))
     tail = losses[-window:]
     return sum(tail) / len(tail)
 
@@ -443,10 +447,13 @@ def train(args: argparse.Namespace) -> dict:
     trainer.fit(module, datamodule=data)
 
     losses = record.loss_history()
-    final_loss = final_training_loss(module, data.train_bytes, preset.final_eval_windows,
+    fresh_loss = final_training_loss(module, data.train_bytes, preset.final_eval_windows,
                                      args.seed, preset.precision)
+    final_loss = monitor_final_loss(logger) if monitor is not None else None
+    if final_loss is None:
+        final_loss = smoothed_final(losses)
     result = summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start,
-                       final_loss)
+                       final_loss, fresh_loss)
     if trainer.is_global_zero:
         print_report(result)
         if args.json_path:
@@ -455,7 +462,7 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def summarize(args, preset, trainer, module, monitor, record, losses, logger, wall_start,
-              final_loss) -> dict:
+              final_loss, fresh_loss) -> dict:
     steps = trainer.global_step
     tokens_per_step = module.tokens_per_batch * trainer.world_size
     rate = record.tokens_per_second(module, trainer)
@@ -487,11 +494,11 @@ def summarize(args, preset, trainer, module, monitor, record, losses, logger, wa
         "planned_steps": preset.max_steps,
         "tokens": steps * tokens_per_step,
         "flops": steps * tokens_per_step * flops_per_token(preset.model),
-        "final_train_loss": final_loss,
-        "final_train_loss_how": (f"the final model on {preset.final_eval_windows:,} random "
-                                 f"training windows of {preset.model.seq_len} bytes"),
-        "final_train_loss_last_steps": smoothed_final(losses),
-        "monitor_final_loss": monitor_final_loss(logger),
+        # the one final loss: the run summary's (what `lightning-scaling report` shows too)
+        "final_loss": final_loss,
+        "final_loss_how": FINAL_LOSS_HOW,
+        # a second measurement, kept for the record only: the final model on fresh windows
+        "final_loss_fresh_windows": fresh_loss,
         "final_val_loss": float(val) if val is not None else None,
         "monitored": args.monitor,
         "forecast_25": as_dict(forecast_at(monitor, preset.max_steps // 4)) if monitor else None,
@@ -512,13 +519,8 @@ def print_report(r: dict) -> None:
     if r["stopped_reason"]:
         print(f"stopped early by the scaling monitor at step {r['steps']} of {r['planned_steps']} "
               "(its reason is above and in the run summary)")
-    final = r["final_train_loss"]
-    print(f"final training loss {final:.4f} nats/byte ({final / math.log(2):.3f} bits/byte): "
-          f"{r['final_train_loss_how']}")
-    extra = f"mean of the last 2% of steps' losses {r['final_train_loss_last_steps']:.4f}"
-    if r["monitor_final_loss"] is not None:
-        extra += f"; the monitor's smoothed last loss {r['monitor_final_loss']:.4f}"
-    print(f"  (per-step losses scatter: {extra})")
+    final = r["final_loss"]
+    print(f"final loss {final:.4f} nats/byte ({final / math.log(2):.3f} bits/byte): {r['final_loss_how']}")
     if r["final_val_loss"] is not None:
         print(f"final validation loss {r['final_val_loss']:.4f} nats/byte")
     reached = final
@@ -540,8 +542,10 @@ def print_report(r: dict) -> None:
                   "which the run did not reach")
             continue
         error = (f["final_loss"] - reached) / reached
+        where = "inside" if f["lower"] <= reached <= f["upper"] else "outside"
         print(f"forecast made at {label} of the run (step {f['step']}): {f['final_loss']:.4f} "
-              f"[{f['lower']:.4f}, {f['upper']:.4f}] nats/byte -> error {error:+.2%} vs reached")
+              f"[{f['lower']:.4f}, {f['upper']:.4f}] nats/byte: error {error:+.2%} against the final loss, "
+              f"which is {where} the interval")
     if r["tokens_per_second"]:
         line = f"throughput {r['tokens_per_second']:,.0f} tokens/s on {r['device']}"
         if r["mfu"] is not None:
