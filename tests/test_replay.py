@@ -86,7 +86,7 @@ def test_an_injected_fault_is_caught_soon_and_the_clean_curve_raises_nothing(tmp
     def fault(step, loss):
         return loss * 1.05 if step >= fault_at else loss
 
-    with pytest.warns(ls.BehindTrendWarning, match=r"above the upper end of the 50% band") as caught:
+    with pytest.warns(ls.BehindTrendWarning, match=r"% above the .* expected from the trend fitted to the data up to step") as caught:
         module, mon = run_replay(tmp_path, perturb=fault, stop=StopConfig(behind_trend=True))
     messages = [str(w.message) for w in caught if issubclass(w.category, ls.BehindTrendWarning)]
     assert len(messages) == 1

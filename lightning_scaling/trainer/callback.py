@@ -254,6 +254,7 @@ class _MonitorLogic:
         if trainer.is_global_zero:
             self.schedule_lr, self.schedule_reason = load_schedule(trainer, self.planned_steps)
         self.trend_config.size(self.trend, self.planned_steps, per_step=self.monitor is None)
+        self.trend.horizon = self.planned_steps if self.monitor is None else None  # observations a run holds
         self.trend.schedule = self.schedule_lr
 
     def _on_micro_batch(self, trainer, pl_module, outputs, batch) -> None:

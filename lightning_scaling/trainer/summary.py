@@ -62,6 +62,9 @@ def build_summary(monitor, trainer=None) -> dict[str, Any]:
         "history": {"stored_points": len(monitor.history), "observations": monitor.history.n_observed},
         "refits": refits.refits,
         "refit_failures": refits.failures,
+        # each episode once: [since step, reported step, ended step (None: still going on)]
+        "episodes": {kind: {"count": len(items), "steps": items}
+                     for kind, items in monitor.report.episodes.items()},
     })
 
 

@@ -1,12 +1,14 @@
 """Noise calibration of the trend check: how far the window statistic strays on its own.
 
-The statistic of a check (the smoothed relative excess over the reference's expected loss)
-is stored per unit of extrapolation distance ``log(step / reference_step)``: the misfit of a
-law grows with how far it extrapolates, so the large misses of fits made from the first few
-percent of a run do not blunt the checks of later fits that extrapolate a short way. A
-sample is admitted only after it has been held for ``delay`` later checks that passed
-without an episode (the onset of a shift must not widen the threshold meant to catch it),
-and held back longer while the drift CUSUM accumulates.
+A sample is the *misfit* of a check's statistic (the smoothed relative excess over the
+anchored reference's expected loss): the statistic less, in quadrature, what the noise of
+its single observations explains (``sigma / sqrt(window)``, measured apart), so the samples
+say how far the reference itself strays. The samples are the recent ones (a bounded deque):
+references anchored at their data end miss by about the same whatever their extrapolation
+distance, so no normalisation by it (which would inflate the short-distance samples of
+late checks). A sample is admitted only after it has been held for ``delay`` later checks
+that passed without an episode (the onset of a shift must not widen the threshold meant to
+catch it), and held back longer while the drift CUSUM accumulates.
 
 >>> cal = NoiseCalibration(window=5)
 >>> for v in [0.01, -0.02, 0.015, -0.005, 0.0, 0.02, -0.01]:
@@ -30,8 +32,8 @@ import numpy as np
 from ...core.stats import mad_sd
 
 DISTANCE_MIN = 1.01
-"""Smallest extrapolation ratio a noise sample is normalised by (a window that overlaps the
-reference's own data still carries noise)."""
+"""Smallest extrapolation ratio ``log_distance`` reports (kept for imports; the checks no
+longer normalise by the distance)."""
 
 
 def log_distance(step: float, data_step: float | None) -> float:
