@@ -28,6 +28,7 @@ from ..monitor.stopping import StopReason
 from ..monitor.trend import TrendDetector
 from .compute import ComputeCounter
 from .losses import LossReader
+from .metric_names import early_verdict
 from .plan import load_schedule, planned_steps
 from .refits import RefitScheduler, refit_job
 from .reporting import Reporter, attach_panels
@@ -143,6 +144,8 @@ class _MonitorLogic:
         self.schedule_reason = "schedule not looked up yet"
         self.summary_path: str | None = None
         self.seen_step = 0  # the newest optimizer step seen
+        self._name_checked = monitor is None  # monitor= checked against the logged metrics
+        self._name_warned = False
         self._active = False
 
     # Lightning's own logger tree, so messages show where its callbacks' do (set by each twin)
@@ -271,6 +274,8 @@ class _MonitorLogic:
 
     def _on_optimizer_step(self, trainer, pl_module) -> None:
         step = self.seen_step = self.compute.steps = int(trainer.global_step)
+        if not self._name_checked:
+            self._check_name(trainer, step)
         self.losses.on_optimizer_step(trainer, step, observed=self.history.n_observed)
         candidate = self.is_candidate(step)
         if candidate or len(self.losses.pending) >= flush_every(self.planned_steps):
@@ -285,6 +290,18 @@ class _MonitorLogic:
                               log_metrics=self.log_metrics)
         if self.log_metrics and trainer.is_global_zero and self.report.cadence.due(trainer):
             self.report.log_state(pl_module, self)
+
+    def _check_name(self, trainer, step: int) -> None:
+        """Say at once when ``monitor=`` is not among the metrics the module logs (see ``metric_names``)."""
+        if self.losses.metric_seen or self.monitor in trainer.callback_metrics:
+            self._name_checked = True
+            return
+        error, warning = early_verdict(self.monitor, trainer.callback_metrics.keys(), trainer.enable_validation, step)
+        if error:
+            raise InvalidInputError(error)
+        if warning:
+            self._name_checked = self._name_warned = True
+            self.report.warn(trainer, warning, ScalingWarning)
 
     def _flush(self, trainer, pl_module) -> None:
         observations = self.losses.take()
@@ -323,7 +340,7 @@ class _MonitorLogic:
                 # a last refit on every observation, so the summary's fit covers the whole run
                 self.refit_scheduler.run_inline(int(trainer.global_step), self._refit_job())
                 self._poll_refit(trainer, pl_module)
-            if self.monitor is not None and not self.losses.metric_seen:
+            if self.monitor is not None and not self.losses.metric_seen and not self._name_warned:
                 self.report.warn(trainer, self.losses.never_logged(trainer), ScalingWarning)
             if self.write_summary:
                 save_summary(self, trainer)
