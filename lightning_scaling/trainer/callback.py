@@ -10,6 +10,7 @@ namespace; ``ScalingLawMonitor`` here is the ``pytorch_lightning`` Callback,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -139,6 +140,7 @@ class _MonitorLogic:
         self.losses = LossReader(monitor, self.compute, self.report.info)
         self.refit_scheduler = RefitScheduler(refit)
         self._forecasts: list[Forecast] = []
+        self._shared = 0  # forecasts every rank holds (under DDP, rank zero's are handed on)
         self.planned_steps: float | None = None
         self.schedule_lr = None
         self.schedule_reason = "schedule not looked up yet"
@@ -239,6 +241,7 @@ class _MonitorLogic:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._forecasts = restore_monitor(self, state_dict)
+        self._shared = len(self._forecasts)
 
     # -- the run ----------------------------------------------------------------------------------
     def _start(self, trainer) -> None:
@@ -286,6 +289,7 @@ class _MonitorLogic:
                                                          self._refit_job) and not self.refit_config.background:
                 self._poll_refit(trainer, pl_module)
         if candidate:
+            self._share_forecasts(trainer)
             self.stops.decide(trainer, pl_module, monitor=self, forecasts=self._forecasts, report=self.report,
                               log_metrics=self.log_metrics)
         if self.log_metrics and trainer.is_global_zero and self.report.cadence.due(trainer):
@@ -330,16 +334,32 @@ class _MonitorLogic:
         self.trend.offer_fit(forecast.fit, forecast.step, forecast.x_axis, forecast.band)
         self.report.call_sinks(trainer, "on_refit", trainer, pl_module, self, forecast)
 
+    def _share_forecasts(self, trainer) -> None:
+        """Hand rank zero's new forecasts to every rank, so ``forecast`` and ``forecasts`` are the
+        same everywhere (a collective: every rank calls it at the same steps)."""
+        if trainer.world_size <= 1:
+            return
+        new = [dataclasses.replace(f, band=None) for f in self._forecasts[self._shared:]] if trainer.is_global_zero \
+            else None
+        new = trainer.strategy.broadcast(new, src=0)
+        if not trainer.is_global_zero:
+            self._forecasts.extend(new or [])
+        self._shared = len(self._forecasts)
+
     def _finish(self, trainer, pl_module) -> None:
         self.losses.finish(int(trainer.global_step))
         self._flush(trainer, pl_module)
         if trainer.is_global_zero:
             self.refit_scheduler.wait()
-            self._poll_refit(trainer, pl_module)
-            if self.refit_scheduler.needs_final_refit(self.history, self.forecast):
-                # a last refit on every observation, so the summary's fit covers the whole run
-                self.refit_scheduler.run_inline(int(trainer.global_step), self._refit_job())
+            # after a stop, the forecast that justified it stays the newest (no refit after the decision)
+            if self.stops.message is None:
                 self._poll_refit(trainer, pl_module)
+                if self.refit_scheduler.needs_final_refit(self.history, self.forecast):
+                    # a last refit on every observation, so the summary's fit covers the whole run
+                    self.refit_scheduler.run_inline(int(trainer.global_step), self._refit_job())
+                    self._poll_refit(trainer, pl_module)
+        self._share_forecasts(trainer)
+        if trainer.is_global_zero:
             if self.monitor is not None and not self.losses.metric_seen and not self._name_warned:
                 self.report.warn(trainer, self.losses.never_logged(trainer), ScalingWarning)
             if self.write_summary:
