@@ -18,6 +18,9 @@ from .selection import (abrupt_drops, anchor_factor, band_too_wide, choose_refer
                         warmup_end, within_band)
 from .window import Clipper, TrendEnd, TrendEvent, Window, threshold
 
+NORMAL_QUANTILES = {0.9: 1.6449, 0.95: 1.96, 0.8: 1.2816}
+"""|N(0, 1)| quantiles (the 0.9 quantile of |x| is the normal's 0.95 quantile)."""
+
 DEFAULT_HORIZON = 10_000
 """Observations a run is assumed to hold when its length is unknown (sizes the CUSUM's threshold)."""
 
@@ -225,10 +228,20 @@ class TrendDetector:
     def _expected_at(self, xs: np.ndarray) -> np.ndarray:
         return np.array([self._band_at(float(x))[0] for x in xs])
 
-    def _measured_noise(self) -> tuple[float, float]:
-        """The drift quantile of the misfit samples and the noise of one observation, now."""
-        sigma = self.clipper.noise
-        return self.noise.abs_quantile(self.drift.quantile), sigma if math.isfinite(sigma) else 0.0
+    def _measured_noise(self) -> tuple[float, float, float]:
+        """The references' systematic miss, their misfit (the drift quantile of the samples'
+        distance from it, less in quadrature what the noise of single observations explains)
+        and the noise of one observation, now."""
+        sigma = self.clipper.noise if math.isfinite(self.clipper.noise) else 0.0
+        # the systematic miss (when positive) plus the quantile a normal of the samples' robust
+        # spread has: a few samples far out (checks just after a change of reference) must not
+        # set the allowance of every check
+        scale = self.noise.scale()
+        q = (max(0.0, self.noise.center()) + NORMAL_QUANTILES.get(self.drift.quantile, 1.645) * scale
+             if math.isfinite(scale) else math.inf)
+        white_q = NORMAL_QUANTILES.get(self.drift.quantile, 1.645) * sigma / math.sqrt(self.window)
+        misfit = math.sqrt(max(0.0, q * q - white_q * white_q)) if math.isfinite(q) else math.inf
+        return 0.0, misfit, sigma
 
     def _lr_changed(self, entry: tuple, step: int) -> bool:
         return crosses_lr_change(entry, step, self._schedule, self._abrupt, self.lr_change)
@@ -260,21 +273,25 @@ class TrendDetector:
         stat = self.observations.statistic() if self.observations.full else None
         if stat is None:
             return None
-        scale = self.noise.scale()
         calibrated = len(self.noise.samples) >= max(self.min_calibration, 2 * self.window)
+        center = 0.0
+        # the references' systematic miss when they keep expecting less than the loss (a
+        # plateau the law does not have): part of how far a check strays on its own
+        offset = max(0.0, self.noise.center()) if calibrated else 0.0
+        scale = self.noise.scale()
         sigma = self.clipper.noise
         white = sigma / math.sqrt(self.window) if math.isfinite(sigma) else 0.0
 
         def threshold_of(band: float) -> float:
-            return threshold(band, min_excess=self.min_excess, z=self.z, scale=math.hypot(scale, white),
-                             calibrated=calibrated)
+            return center + threshold(band, min_excess=self.min_excess, z=self.z, scale=max(scale, white),
+                                      calibrated=calibrated, offset=offset)
 
         limit = threshold_of(stat.band)
         self.last_excess_relative = stat.excess - limit if calibrated else 0.0
         if self._fresh is None or not self.frozen:
             self._recovered = 0
         else:
-            ended = self._recovers(step, threshold_of, stat)
+            ended = self._recovers(step, threshold_of, stat, center)
             if ended is not None:
                 return ended
         if self.drift.sum <= 0.0 or self._limits is None:
@@ -284,14 +301,15 @@ class TrendDetector:
                     and self.drift.check(int(step), xv, clipped, mean, hi, band_level=self.level,
                                          reference=(self.reference_step, self.reference, self.reference_axis,
                                                     self._grid, self.anchor),
-                                         lr_changed=self._lr_changed, limits=self._limits))
+                                         lr_changed=self._lr_changed, limits=self._limits, center=center))
         if drifting:
             return self._drift_episode(step, limit)
         if not calibrated or self.behind or (self.reference_step or 0) < self.drift.rearm:
             self.drift.release()
         # an episode the CUSUM started goes on while the window stays drift_level above the band
         drift_held = (self.drift.episode and self.behind and self.drift.on
-                      and stat.expected > 0 and stat.excess - max(0.0, stat.band - self.anchor[1]) >= self.drift.level)
+                      and stat.expected > 0
+                      and stat.excess - max(0.0, stat.band - self.anchor[1]) - center >= self.drift.level)
         if calibrated and (stat.excess > limit or drift_held):
             self.count += 1
             if self.count >= self.patience and not self.behind:
@@ -300,9 +318,7 @@ class TrendDetector:
             return None
         if not self.frozen:
             # while the drift CUSUM accumulates, what it accumulates is held back from the noise samples
-            # the statistic's misfit: what the noise of single observations does not explain
-            misfit = math.copysign(math.sqrt(max(0.0, stat.excess * stat.excess - white * white)), stat.excess)
-            self.noise.hold(misfit, self.window + self.patience, accumulating=not self.drift.sum <= 0.0)
+            self.noise.hold(stat.excess, self.window + self.patience, accumulating=not self.drift.sum <= 0.0)
         if self.behind:
             self.count = max(0, min(self.count, self.patience) - 1)
             if self.count == 0:
@@ -311,11 +327,12 @@ class TrendDetector:
             self.count = 0
         return None
 
-    def _recovers(self, step: int, threshold_of: Callable[[float], float], stat: Any) -> TrendEnd | None:
+    def _recovers(self, step: int, threshold_of: Callable[[float], float], stat: Any, center: float
+                  ) -> TrendEnd | None:
         """While frozen: ``patience`` checks in a row within the newest eligible fit's band end
         the episode (when one is going on), and that fit becomes the reference."""
         drift_level = self.drift.level
-        within = (lambda band: band + drift_level) if self.drift.episode else threshold_of
+        within = (lambda band: center + band + drift_level) if self.drift.episode else threshold_of
         inside = within_band(self._fresh, self.reference_axis, self.observations, self.level, within)
         self._recovered = self._recovered + 1 if inside else 0
         if self._recovered < self.patience:

@@ -11,9 +11,11 @@ band. Both come from measured noise (``limits``):
   over past checks less, in quadrature, what the noise of single observations explains;
   per unit of extrapolation distance, times the distance): how far the reference itself
   strays;
-- the allowance is the band plus ``max(floor, m, level / 2)``: the misfit must not
-  accumulate, and a shift of ``level`` above the band is the smallest the sum is built for
-  (half the shift: the classic choice);
+- the allowance is the band plus ``max(floor, m, d / 2)``: the misfit must not accumulate,
+  and ``d`` is the smallest shift the sum is built for (half the shift: the classic choice):
+  ``level`` above the band, or on noisy losses the smallest shift it can catch within a
+  window at all (``smallest_shift``: a CUSUM built for a shift it cannot see in time only
+  waits longer for the ones it can);
 - the threshold is the larger of ``window * max(floor, 2 m)`` (the misfit's share) and
   ``h sigma``, with ``h`` the CUSUM threshold that makes false alarms from noise alone
   rarer than one in ``arl`` observations (Siegmund's approximation for a normal sum; ``arl``
@@ -40,6 +42,7 @@ more than the detector's rule (``selection.crosses_lr_change``) since its data e
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -67,6 +70,26 @@ def arl_threshold(k: float, arl: float) -> float:
     return max(0.0, 0.5 * (lo + hi) - 1.166)
 
 
+@functools.lru_cache(maxsize=256)
+def _smallest_shift(level: float, sigma: float, window: int, arl: float) -> float:
+    shift = level
+    while sigma > 0 and shift < 1.0 and shift * window < sigma * arl_threshold(shift / (2.0 * sigma), arl):
+        shift *= 1.05
+    return shift
+
+
+def smallest_shift(level: float, sigma: float, window: int, arl: float) -> float:
+    """The smallest shift (relative; at least ``level``) the CUSUM built for it catches within
+    ``window`` observations of noise ``sigma`` with false alarms rarer than one in ``arl``:
+    the shift ``d`` with ``d * window >= sigma * arl_threshold(d / (2 sigma), arl)``. On smooth
+    curves it is ``level``; on noisy per-step losses it grows with ``sigma / sqrt(window)``.
+
+    >>> round(smallest_shift(0.01, 0.0005, 25, 5e4), 4), round(smallest_shift(0.01, 0.04, 25, 5e4), 3)
+    (0.01, 0.024)
+    """
+    return _smallest_shift(float(level), round(float(sigma), 5), int(window), float(arl))
+
+
 def _arl(k: float, h_prime: float) -> float:
     a = 2.0 * k * h_prime
     if a > 700:
@@ -76,11 +99,11 @@ def _arl(k: float, h_prime: float) -> float:
 
 class Limits:
     """The allowance above the band and the threshold of the CUSUM (see the module docstring),
-    from the noise as measured when the sum leaves zero: ``measure()`` gives (misfit
-    quantile, noise of one observation), called once, on first use."""
+    from the noise as measured when the sum leaves zero: ``measure()`` gives (the references'
+    systematic miss, their misfit, the noise of one observation), called once, on first use."""
 
-    def __init__(self, measure: Callable[[], tuple[float, float]] | None, *, floor: float, level: float, window: int,
-                 arl: float, values: tuple[float, float] | None = None):
+    def __init__(self, measure: Callable[[], tuple[float, float, float]] | None, *, floor: float, level: float,
+                 window: int, arl: float, values: tuple[float, float, float] | None = None):
         self._measure = measure
         self.values = values
         self.floor, self.level, self.window, self.arl = float(floor), float(level), int(window), float(arl)
@@ -90,11 +113,11 @@ class Limits:
         if self.values is None:
             self.values = tuple(float(v) for v in self._measure())
             self._measure = None  # a snapshot: nothing live kept
-        misfit, sigma = self.values
-        allowance = max(self.floor, misfit, 0.5 * self.level)
+        center, misfit, sigma = self.values
+        allowance = center + max(self.floor, misfit, 0.5 * smallest_shift(self.level, sigma, self.window, self.arl))
         h = self.window * max(self.floor, misfit)
         if sigma > 0:
-            key = round(allowance / sigma, 3)
+            key = round((allowance - center) / sigma, 3)
             if key not in self._h:
                 self._h[key] = arl_threshold(key, self.arl)
             h = max(h, sigma * self._h[key])
@@ -162,15 +185,17 @@ class DriftCusum:
         lr_changed: Callable[[Any, int], bool],
         limits: Callable[[], tuple[float, float]],
         band_level: float,
+        center: float = 0.0,
     ) -> bool:
         """Add one (clipped) observation; True when the CUSUM fires.
 
         ``mean``, ``hi``: the expected loss and band upper end at x of ``reference``, the
         detector's current reference ``(data step, fit, axis, table, anchor)`` (anchored:
         ``anchor = (factor, band at its data end)``); ``lr_changed(entry, step)``: would the
-        fit ``entry`` be extrapolated across an LR change it cannot follow; ``limits(distance)``: the allowance above the band
+        fit ``entry`` be extrapolated across an LR change it cannot follow; ``limits()``: the allowance above the band
         and the threshold (relative excess, and relative excess x observations) at an
-        extrapolation distance (see the module docstring).
+        extrapolation distance (see the module docstring); ``center``: the references'
+        systematic miss now (the allowance includes it).
         """
         window = self.recent.maxlen
         held = self.held
@@ -188,9 +213,10 @@ class DriftCusum:
         if not (math.isfinite(mean) and mean != 0 and math.isfinite(hi) and hi != 0):
             return False
         band = max(0.0, hi / mean - 1.0 - band0)
-        if self.sum <= 0.0 and loss / mean - 1.0 - band <= self.floor:
-            # below band + floor, the least allowance there is: the sum stays at zero whatever
-            # the limits, which are then not worth computing (this runs every step)
+        if self.sum <= 0.0 and loss / mean - 1.0 - band <= self.floor + min(0.0, center):
+            # below band + floor (+ the systematic miss when negative), the least allowance there
+            # is: the sum stays at zero whatever the limits, which are then not worth computing
+            # (this runs every step)
             self.recent.append(loss / mean - 1.0 - band)
             return False
         if self.frozen_limits is None:

@@ -169,12 +169,12 @@ class WindowStatistic(NamedTuple):
 
 
 def threshold(band: float, *, min_excess: float, z: float, scale: float, calibrated: bool,
-              white: float = 0.0) -> float:
+              offset: float = 0.0) -> float:
     """The relative excess above which a check is positive, for a relative band ``band``:
-    ``min_excess`` above the band, and ``z`` times both the calibrated ``scale`` of the
-    statistic and ``white``, the noise a mean over the window has from the noise of its
-    observations alone (``sigma / sqrt(window)``)."""
-    return max(band + min_excess, z * max(scale, white) if calibrated else math.inf)
+    ``min_excess`` above the band, and ``z`` noise scales (``scale``: the larger of the
+    statistic's calibrated spread and the spread a window mean has from the noise of its
+    observations alone) above the references' systematic ``offset``."""
+    return max(band + min_excess, offset + z * scale if calibrated else math.inf)
 
 
 def _finite_or_none(value: float) -> float | None:
