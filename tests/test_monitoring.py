@@ -200,7 +200,7 @@ def test_divergence_reports_each_episode_once_and_a_level_shift_becomes_the_new_
     loss[100] = loss[101] = 9.0  # one episode of two bad batches
     loss[150] = 9.0
     loss[152] = 9.0  # two spikes close together: one episode
-    loss[250:] *= 1.5  # the loss jumps and stays: reported once, then the new level
+    loss[250:] *= 2.0  # the loss jumps and stays: reported once, then the new level
     for s, y in enumerate(loss, 1):
         e = d.observe(s, float(y))
         if e is not None:
@@ -208,10 +208,10 @@ def test_divergence_reports_each_episode_once_and_a_level_shift_becomes_the_new_
     starts = [e for e in events if isinstance(e, DivergenceEvent)]
     ends = [e for e in events if isinstance(e, DivergenceEnd)]
     assert [(e.kind, e.step) for e in starts] == [("spike", 101), ("spike", 151), ("jump", 251)]
-    assert [e.since_step for e in ends] == [101, 151, 251] and ends[-1].new_level == pytest.approx(4.5, rel=0.01)
+    assert [e.since_step for e in ends] == [101, 151, 251] and ends[-1].new_level == pytest.approx(6.0, rel=0.01)
     assert "settled at a new level" in ends[-1].message() and "2 spiked" in ends[1].message()
     # later spikes compare with the new level
-    assert d.observe(401, 9.0) is None and d.observe(402, 4.5).baseline == pytest.approx(4.5, rel=0.01)
+    assert d.observe(401, 12.0) is None and d.observe(402, 6.0).baseline == pytest.approx(6.0, rel=0.01)
 
 
 def test_difference_noise_ignores_the_trend():

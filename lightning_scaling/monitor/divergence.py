@@ -87,13 +87,16 @@ class DivergenceDetector:
     Args:
         spike_ratio, spike_sigma: a spike is above the recent median by more than this share
             of it and this many noise scales (the robust spread of successive differences).
+            Half again the median: one batch's loss has a heavy upper tail (a batch of hard
+            text, 20-30% above the median on a small byte-level GPT), which is not divergence;
+            a divergence spike doubles the loss or more.
         window: recent unspiked losses the median and the noise are taken over.
         patience: spiked losses in a row that make ``diverged`` true (and a "jump" report).
         quiet: unspiked finite losses in a row that end an episode (default: ``patience``).
         relevel: spiked losses in a row after which they are the new level (default: ``window // 2``).
     """
 
-    def __init__(self, spike_ratio: float = 0.25, spike_sigma: float = 8.0, window: int = 32, patience: int = 3,
+    def __init__(self, spike_ratio: float = 0.5, spike_sigma: float = 8.0, window: int = 32, patience: int = 3,
                  quiet: int | None = None, relevel: int | None = None):
         self.spike_ratio = float(spike_ratio)
         self.spike_sigma = float(spike_sigma)

@@ -395,7 +395,8 @@ class TrendDetector:
             "obs": self.observations.state_dict(),
             **self.noise.state_dict(),
             "clipper": self.clipper.state_dict(),
-            "recent": [[int(o[0]), plain(o[1]), float(o[2])] for o in self.recent],
+            # what anchors the next fits (their data end after the checkpoint)
+            "recent": [[int(o[0]), plain(o[1]), float(o[2])] for o in list(self.recent)[-(2 * self.window + 16):]],
             "count": int(self.count),
             "since_step": self.since_step,
             "started_step": self.started_step,
