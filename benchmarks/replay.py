@@ -164,7 +164,9 @@ def replayed(curve, schedules: dict, data_dir=None) -> tuple[dict, float]:
 def _quiet() -> None:
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", module="lightning_fabric")
-    warnings.filterwarnings("ignore", category=UserWarning, message=".*(num_workers|does not have many workers|LeafSpec|training_step. returned .None.).*")
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message=(".*(num_workers|does not have many workers|LeafSpec|"
+                                     "training_step. returned .None.).*"))
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning_scaling"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -345,7 +347,8 @@ def print_table(per_set: dict[str, dict], total: dict) -> None:
     print("-" * len(head))
     for name, s in list(per_set.items()) + [("all", total)]:
         err = (f"{100 * (s['median_rel_error_at_25'] or 0):.1f}%/{100 * (s['p90_rel_error_at_25'] or 0):.1f}%")
-        print(f"{name:15s} {s['curves']:4d} {str(s['clean_behind_warnings']) + ' (' + str(s['clean_runs_with_behind_warning']) + ')':>17s} "
+        clean = f"{s['clean_behind_warnings']} ({s['clean_runs_with_behind_warning']})"
+        print(f"{name:15s} {s['curves']:4d} {clean:>17s} "
               f"{_pct(s['fault_detected_within_5pct'], s['fault_cases']):>19s} "
               f"{_pct(s['drift_detected_within_10pct'], s['drift_cases']):>20s} "
               f"{_pct(s['stop_below_before_40pct'], s['curves']):>17s} {s['stop_above_stopped']:>15d} "

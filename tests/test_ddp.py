@@ -4,7 +4,8 @@ Starting the processes costs most of the time, so one two-process job (``strateg
 both ranks started here) runs four fits in a row and reports what each rank saw: a stop on
 rank zero's forecast, a stop on a reference, a stop on a divergence only rank 1 sees, and
 Optuna pruning with the trial on rank zero only. Inside the workers, every fit checks that
-each rank holds rank zero's forecasts, and that a forecast stop quotes ``mon.forecast``. (That the monitor survives the pickling of
+each rank holds rank zero's forecasts, and that a forecast stop quotes ``mon.forecast``.
+(That the monitor survives the pickling of
 ``ddp_spawn`` is checked in tests/test_callback.py, without processes.)
 """
 

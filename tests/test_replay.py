@@ -40,7 +40,8 @@ def test_the_recorded_loss_and_schedule_drive_a_real_trainer(tmp_path):
     measured = np.isfinite(raw["loss"])
     history = mon.history.arrays()
     assert mon.history.n_observed == measured.sum()
-    seen = {int(s): l for s, l in zip(history["step"], history["loss"]) if history["count"][list(history["step"]).index(s)] == 1}
+    steps = list(history["step"])
+    seen = {int(s): l for s, l in zip(history["step"], history["loss"]) if history["count"][steps.index(s)] == 1}
     for step, loss in zip(raw["step"][measured], raw["loss"][measured]):
         g = math.ceil(step / module.stride)
         if g in seen:
@@ -86,7 +87,8 @@ def test_an_injected_fault_is_caught_soon_and_the_clean_curve_raises_nothing(tmp
     def fault(step, loss):
         return loss * 1.05 if step >= fault_at else loss
 
-    with pytest.warns(ls.BehindTrendWarning, match=r"% above the .* expected from the trend fitted to the data up to step") as caught:
+    expected = r"% above the .* expected from the trend fitted to the data up to step"
+    with pytest.warns(ls.BehindTrendWarning, match=expected) as caught:
         module, mon = run_replay(tmp_path, perturb=fault, stop=StopConfig(behind_trend=True))
     messages = [str(w.message) for w in caught if issubclass(w.category, ls.BehindTrendWarning)]
     assert len(messages) == 1

@@ -11,8 +11,8 @@ them here, and reports the events that come back.
 >>> history = LossHistory()
 >>> observations = [(s, 100.0 * s, float("nan"), 3.0) for s in range(1, 11)] + [(11, 1100.0, float("nan"), 9.0),
 ...                                                                               (12, 1200.0, float("nan"), 3.0)]
->>> spikes, trend = observe_batch(observations, history=history, divergence=DivergenceDetector(), trend=TrendDetector(), x_axis="tokens", planned_steps=100,
-...     trend_config=TrendConfig(), check_trend=True)
+>>> spikes, trend = observe_batch(observations, history=history, divergence=DivergenceDetector(),
+...     trend=TrendDetector(), x_axis="tokens", planned_steps=100, trend_config=TrendConfig(), check_trend=True)
 >>> history.n_observed, [e.kind for e in spikes], trend
 (12, ['spike'], [])
 """

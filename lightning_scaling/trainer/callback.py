@@ -122,7 +122,8 @@ class _MonitorLogic:
         **deprecated: Any,
     ):
         super().__init__()
-        trend, stop, refit = apply_legacy_options(deprecated, trend=trend, stop=stop, refit=refit, refit_every=refit_every,
+        trend, stop, refit = apply_legacy_options(deprecated, trend=trend, stop=stop, refit=refit,
+                                                  refit_every=refit_every,
                                                   stop_if_forecast_above=stop_if_forecast_above)
         _check_options(monitor, x_axis, total_steps, level, target_loss, sinks,
                        log_metrics=log_metrics, write_summary=write_summary, tensorboard=tensorboard)

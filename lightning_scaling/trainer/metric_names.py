@@ -1,8 +1,10 @@
 """Is the metric ``monitor=`` names being logged? Said at the first training step whose logged
 metrics are known, not after training.
 
->>> early_verdict("train_los", ["train_loss", "lr"], validating=False)[0]
-"ScalingLawMonitor(monitor='train_los'): no metric named 'train_los' has been logged. Log it in your LightningModule (self.log('train_los', value)) or pass the name of a metric you do log as ScalingLawMonitor(monitor=...). Logged metrics: 'lr', 'train_loss'. Did you mean 'train_loss'?"
+>>> early_verdict("train_los", ["train_loss", "lr"], validating=False)[0].split(". ")[-2:]
+["Logged metrics: 'lr', 'train_loss'", "Did you mean 'train_loss'?"]
+>>> early_verdict("does_not_exist", ["train_loss"], validating=False, step=1)[1].split(", and")[0]
+"ScalingLawMonitor(monitor='does_not_exist'): no metric named 'does_not_exist' has been logged by step 1"
 >>> early_verdict("val_loss", ["train_loss"], validating=True)
 (None, None)
 >>> early_verdict("train_loss_epoch", ["train_loss_step"], validating=False)

@@ -7,7 +7,8 @@ check), which the checks subtract; their spread about it, less (in quadrature) w
 noise of single observations explains (``sigma / sqrt(window)``, measured apart), is the
 references' misfit. The samples are the recent ones (a bounded deque): references anchored
 at their data end miss by about the same whatever their extrapolation distance, so no
-normalisation by it (which would inflate the short-distance samples of late checks). A sample is admitted only after it has been held for ``delay`` later checks
+normalisation by it (which would inflate the short-distance samples of late checks).
+A sample is admitted only after it has been held for ``delay`` later checks
 that passed without an episode (the onset of a shift must not widen the threshold meant to
 catch it), and held back longer while the drift CUSUM accumulates.
 
