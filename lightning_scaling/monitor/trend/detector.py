@@ -14,8 +14,8 @@ from ...core.plain import plain
 from ...errors import InvalidInputError
 from .drift import ARL_RUNS, DriftCusum, Limits
 from .noise import NoiseCalibration
-from .selection import (abrupt_drops, anchor_factor, band_too_wide, choose_reference, crosses_lr_change, tabulate,
-                        warmup_end, within_band)
+from .selection import (abrupt_drops, anchor_factor, band_too_wide, choose_reference, crosses_lr_change, predicted,
+                        robust_mean, tabulate, warmup_end, within_band)
 from .window import Clipper, TrendEnd, TrendEvent, Window, threshold
 
 NORMAL_QUANTILES = {0.9: 1.6449, 0.95: 1.96, 0.8: 1.2816}
@@ -186,7 +186,8 @@ class TrendDetector:
         chosen, self._next_select = choose_reference(self._fits, step, lag=self.lag, schedule=self._schedule,
                                                      abrupt=self._abrupt, lr_change=self.lr_change,
                                                      warmup=self._warmup)
-        if chosen is not None and self._too_wide(chosen, x):
+        if chosen is not None and chosen[1] is not self.reference and (self._too_wide(chosen, x)
+                                                                       or not self._earned(chosen)):
             chosen, self._next_select = None, step + 1 + self.window // 4
         if self.frozen and self.reference is not None:
             # keep testing against the frozen reference; the newest eligible fit can end the episode
@@ -206,6 +207,32 @@ class TrendDetector:
             return False
         mean, hi, _table = tabulate(entry[1], entry[3], xv, self.level)
         return band_too_wide(mean, hi)
+
+    def _earned(self, entry: tuple) -> bool:
+        """Has the fit ``entry`` foreseen the observations that came after its data (the last
+        ``window`` of them, the farthest it extrapolated): their robust mean excess over it
+        (anchored) no more than a check would allow? A fit that already misses what it was
+        not fitted to would make every check a test of its own error (a refit that jumped)."""
+        after = [o for o in self.recent if o[0] > entry[0]][-self.window:]
+        if len(after) < max(2, self.window // 2):
+            return True  # too few to judge: the lag is shorter than the smoothing
+        xs = np.array([float(o[1].get(entry[2], math.nan)) for o in after])
+        ys = np.array([o[2] for o in after])
+        if not np.isfinite(xs).all():
+            return True
+        expected, hi = predicted(entry, xs, self.level)
+        ok = np.isfinite(expected) & (expected > 0)
+        if ok.sum() < max(2, self.window // 2):
+            return True
+        excess = robust_mean(ys[ok] / expected[ok] - 1.0, self.clipper.spread)
+        band = float(np.mean(hi[ok] / expected[ok])) - 1.0
+        calibrated = len(self.noise.samples) >= max(self.min_calibration, 2 * self.window)
+        sigma = self.clipper.noise if math.isfinite(self.clipper.noise) else 0.0
+        scale = max(self.noise.scale() if calibrated else 0.0, sigma / math.sqrt(int(ok.sum())))
+        offset = max(0.0, self.noise.center()) if calibrated else 0.0
+        # before calibration, z noise scales of the mean over these observations
+        limit = max(band + self.min_excess, offset + self.z * scale)
+        return bool(excess <= limit)
 
     def _drop_reference(self) -> None:
         self.reference, self.reference_step, self._grid, self.anchor = None, None, None, (1.0, 0.0)

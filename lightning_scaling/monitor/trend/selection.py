@@ -11,7 +11,10 @@ at all when the LR changed since its data ended in a way the fit cannot follow
 - its data must not end less than ``2 * lag`` steps after an abrupt LR drop (by more than
   ``lr_change`` within 1% of the schedule): the loss is still adjusting to the new LR;
 - its band at the check must be narrower than ``MAX_BAND`` (``band_too_wide``): a fit that
-  uncertain cannot tell the few-percent shifts the check is for.
+  uncertain cannot tell the few-percent shifts the check is for;
+- it must have foreseen the observations that arrived after its data, before it is used
+  (``TrendDetector._earned``): a refit that jumped would make every check a test of its
+  own error.
 
 Each reference is *anchored* (``anchor_factor``): its expected loss is scaled so that it
 passes through the (robustly) smoothed loss observed just before its data ended. A law that
@@ -226,6 +229,18 @@ def within_band(entry: tuple, axis: str, window: Any, level: float, threshold_of
         return False
     excess = window.sums[0] / len(window) / expected - 1.0
     return excess <= threshold_of(hi_mean / expected - 1.0)
+
+
+def predicted(entry: tuple, xs: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expected loss and ``level`` band upper end of the fit ``entry`` at ``xs`` (anchored)."""
+    _step, fit, _axis, table, (factor, _band0) = entry
+    if table is not None and table[0][0] <= xs.min() and xs.max() <= table[0][-1]:
+        mean, hi = np.interp(xs, table[0], table[1]), np.interp(xs, table[0], table[2])
+    else:
+        mean = np.atleast_1d(np.asarray(fit.predict(xs), dtype=float))
+        hi = np.atleast_1d(np.asarray(fit.interval(xs, level=level)[1], dtype=float))
+        hi = np.where(np.isfinite(hi), hi, mean)
+    return mean * factor, hi * factor
 
 
 def band_means(fit: Any, table: Any, xs: np.ndarray, level: float) -> tuple[float, float]:
