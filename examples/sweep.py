@@ -99,6 +99,48 @@ def read_points(summary_files: list[str]) -> tuple[list[float], list[float], lis
     return N, D, loss, names
 
 
+def reached_loss(result: dict) -> float | None:
+    """The final loss a run reached, as train.py compares its forecasts with it (the validation
+    loss when the monitor followed it, else the final training loss)."""
+    if result.get("monitored") == "val_loss" and result.get("final_val_loss") is not None:
+        return float(result["final_val_loss"])
+    final = result.get("final_train_loss")
+    return None if final is None else float(final)
+
+
+def check_runs(results: list[dict]) -> dict:
+    """Print, per run, the forecasts made at 25% and 50% against the loss it reached, and the
+    monitor's warnings (from its run summary); return the counts."""
+    from lightning_scaling.io import read_summary
+
+    held = {"forecast_25": 0, "forecast_50": 0}
+    warned = 0
+    print("\nforecasts vs the final loss each run reached (90% intervals), and the monitor's warnings:")
+    for r in results:
+        reached = reached_loss(r)
+        cells = []
+        for key in held:
+            f = r.get(key)
+            if f is None or reached is None:
+                cells.append(f"{'-':>26s}")
+                continue
+            inside = f["lower"] <= reached <= f["upper"]
+            held[key] += inside
+            cells.append(f"{f['final_loss']:.3f} [{f['lower']:.3f}, {f['upper']:.3f}] {'in ' if inside else 'out'}")
+        path = r.get("summary_file")
+        warnings = read_summary(path).get("warnings", []) if path and Path(path).is_file() else []
+        warned += bool(warnings)
+        name = Path(r.get("log_dir") or "?").parent.name
+        print(f"  {name:<16} reached {reached if reached is not None else float('nan'):.3f}  25%: {cells[0]}  "
+              f"50%: {cells[1]}  warnings: {len(warnings)}")
+        for w in warnings:
+            print(f"      {w}")
+    n = len(results)
+    print(f"interval holds the reached loss: {held['forecast_25']}/{n} at 25%, {held['forecast_50']}/{n} at 50%; "
+          f"runs with a warning: {warned}/{n}", flush=True)
+    return {"held_25": held["forecast_25"], "held_50": held["forecast_50"], "runs_warned": warned, "runs": n}
+
+
 def print_law(fit, budget: float, level: float = 0.9) -> dict:
     """Print the law with intervals and the compute-optimal allocation; return them as a dict."""
     p = fit.params
@@ -173,6 +215,7 @@ def main(argv=None) -> int:
 
     from lightning_scaling import InvalidInputError, fit_scaling_law
 
+    checks = check_runs(results)
     N, D, loss, names = read_points(summaries)
     print("\nruns (from their scaling_summary.json):")
     for n, d, l_, name in zip(N, D, loss, names):
@@ -203,6 +246,7 @@ def main(argv=None) -> int:
     out = Path(args.out) / "sweep_result.json"
     out.write_text(json.dumps({"runs": [{"name": nm, "N": n, "D": d, "loss": l_}
                                         for nm, n, d, l_ in zip(names, N, D, loss)],
+                               "forecast_checks": checks,
                                "law": _plain(law), "fit": fit.to_dict(),
                                "figure": None if plot is None else str(plot)}, indent=1))
     print(f"law and runs: {out}")

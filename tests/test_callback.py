@@ -207,6 +207,31 @@ def test_a_monitored_metric_that_is_never_logged_is_an_error_listing_the_logged_
         trainer.fit(TwoLoaders())
 
 
+def test_a_misspelled_training_metric_is_an_error_at_the_first_logged_step(tmp_path):
+    trainer = pl.Trainer(max_steps=300, callbacks=[ScalingLawMonitor("train_los")], logger=False,
+                         default_root_dir=tmp_path, **FAST)
+    with pytest.raises(InvalidInputError, match=r"monitor='train_los'.*Did you mean 'train_loss'\?"):
+        trainer.fit(LogsItsLoss())
+    assert trainer.global_step == 1
+
+
+def test_an_unlogged_metric_is_said_at_the_first_logged_step_and_once(tmp_path):
+    mon = ScalingLawMonitor("does_not_exist", refit=RefitConfig(every=10, background=False))
+    trainer = pl.Trainer(max_steps=60, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    with pytest.warns(ls.ScalingWarning, match=r"no metric named 'does_not_exist' has been logged by step 1,.*"
+                                               r"Logged metrics: 'train_loss'"):
+        trainer.fit(LogsItsLoss())
+    assert len(mon.warnings_emitted) == 1 and mon.warnings_emitted[0].startswith("step 1:")
+
+
+def test_without_a_logger_or_a_chosen_root_dir_no_summary_lands_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mon = ScalingLawMonitor(refit=RefitConfig(every=10, background=False))
+    pl.Trainer(max_steps=20, callbacks=[mon], logger=False, **FAST).fit(Regression())
+    assert mon.summary_path is None and not list(tmp_path.rglob("scaling_summary.json"))
+    assert mon.summary()["steps"] == 20
+
+
 def test_fast_dev_run_does_nothing(tmp_path):
     mon = ScalingLawMonitor()
     trainer = pl.Trainer(fast_dev_run=3, callbacks=[mon], default_root_dir=tmp_path, **{

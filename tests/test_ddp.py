@@ -3,7 +3,9 @@
 Starting the processes costs most of the time, so one two-process job (``strategy="ddp"``,
 both ranks started here) runs four fits in a row and reports what each rank saw: a stop on
 rank zero's forecast, a stop on a reference, a stop on a divergence only rank 1 sees, and
-Optuna pruning with the trial on rank zero only. (That the monitor survives the pickling of
+Optuna pruning with the trial on rank zero only. Inside the workers, every fit checks that
+each rank holds rank zero's forecasts, and that a forecast stop quotes ``mon.forecast``.
+(That the monitor survives the pickling of
 ``ddp_spawn`` is checked in tests/test_callback.py, without processes.)
 """
 
@@ -51,8 +53,16 @@ SCRIPT = textwrap.dedent("""
     out = {"optuna_imported_by_lightning_scaling": optuna_imported_by_us}
 
     def report(mon, trainer):
+        # every rank holds rank zero's forecasts: checked here, against rank zero's own
+        mine = json.dumps([f.to_dict(diagnostics=False) for f in mon.forecasts], sort_keys=True)
+        assert trainer.strategy.broadcast(mine, src=0) == mine, f"rank {rank}: forecasts differ from rank 0's"
+        f = mon.forecast
+        if mon.stop_reason.name == "FORECAST_ABOVE":  # the reason quotes the forecast mon.forecast holds
+            assert f"is {f.final_loss:.4g}, 90% interval [{f.lower:.4g}, {f.upper:.4g}]" in mon.stopped_reason
+            assert f.step <= mon.stopped_step
         return {"step": trainer.global_step, "stopped_step": mon.stopped_step, "reason": mon.stopped_reason,
-                "kind": mon.stop_reason.name, "forecasts": len(mon.forecasts)}
+                "kind": mon.stop_reason.name, "forecasts": len(mon.forecasts),
+                "last_forecast_step": None if f is None else f.step}
 
     # 1. a stop on rank zero's forecast (only rank zero refits); rank 0 writes the run summary
     module = ReplayModule(curve_csv)
@@ -130,18 +140,18 @@ def test_stops_and_pruning_reach_every_rank_at_the_same_step(tmp_path):
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
 
-    # 1. forecast stop: only rank 0 fits; rank 1 stopped on its forecast, with its reason (broadcast)
+    # 1. forecast stop: only rank 0 fits; rank 1 holds the same forecasts and stopped with the same reason
     f0, f1 = r0["forecast"], r1["forecast"]
     assert f0["step"] == f1["step"] == f0["stopped_step"] == f1["stopped_step"] < f0["n_steps"]
     assert f0["reason"] == f1["reason"] and f0["reason"].startswith("forecast above target")
     assert f0["kind"] == f1["kind"] == "FORECAST_ABOVE"
-    assert f0["forecasts"] > 0 and f1["forecasts"] == 0
+    assert f0["forecasts"] == f1["forecasts"] > 0 and f0["last_forecast_step"] == f1["last_forecast_step"]
     summary = json.loads((tmp_path / "scaling_summary.json").read_text())  # written by rank 0 only
     assert summary["stopped_reason"] == f0["reason"]
 
     # 2. reference stop: the verdict is made on rank 0 (it has the forecasts), past min_fraction
     a, b = r0["reference"], r1["reference"]
-    assert a["forecasts"] > 0 and b["forecasts"] == 0
+    assert a["forecasts"] == b["forecasts"] > 0  # rank zero's, handed to rank 1
     assert a["step"] == b["step"] == a["stopped_step"] == b["stopped_step"] and 0.2 * STEPS <= a["step"] < STEPS
     assert a["reason"].startswith("worse than reference") and b["reason"] == a["reason"]
     assert a["kind"] == b["kind"] == "WORSE_THAN_REFERENCE"

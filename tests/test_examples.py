@@ -196,6 +196,9 @@ def test_sweep_smoke_end_to_end(tmp_path):
     assert len(result["runs"]) == 6
     assert len({(r["N"], r["D"]) for r in result["runs"]}) == 6
     assert set(result["law"]["params"]) == {"E", "A", "B", "alpha", "beta"}
+    checks = result["forecast_checks"]  # the sweep counts its forecasts' intervals and its warnings
+    assert checks["runs"] == 6 and 0 <= checks["held_25"] <= 6 and 0 <= checks["runs_warned"] <= 6
+    assert "interval holds the reached loss:" in proc.stdout
     summaries = sorted(out.rglob("scaling_summary.json"))
     assert len(summaries) == 6
     assert all(json.loads(p.read_text())["forecast"] is not None for p in summaries)

@@ -143,7 +143,8 @@ def test_a_law_without_tokens_says_so_once():
     fs = [forecast(9.0, tokens=math.nan)]
     v = check.evaluate(step=100, planned_steps=STEPS, min_fraction=0.2, n_params=1e6, forecasts=fs)
     assert not v.worse and "tokens_per_batch" in v.unavailable
-    assert check.evaluate(step=120, planned_steps=STEPS, min_fraction=0.2, n_params=1e6, forecasts=fs).unavailable is None
+    verdict = check.evaluate(step=120, planned_steps=STEPS, min_fraction=0.2, n_params=1e6, forecasts=fs)
+    assert verdict.unavailable is None
 
 
 # -- real Trainer runs ---------------------------------------------------------------------------

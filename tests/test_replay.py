@@ -40,7 +40,8 @@ def test_the_recorded_loss_and_schedule_drive_a_real_trainer(tmp_path):
     measured = np.isfinite(raw["loss"])
     history = mon.history.arrays()
     assert mon.history.n_observed == measured.sum()
-    seen = {int(s): l for s, l in zip(history["step"], history["loss"]) if history["count"][list(history["step"]).index(s)] == 1}
+    steps = list(history["step"])
+    seen = {int(s): l for s, l in zip(history["step"], history["loss"]) if history["count"][steps.index(s)] == 1}
     for step, loss in zip(raw["step"][measured], raw["loss"][measured]):
         g = math.ceil(step / module.stride)
         if g in seen:
@@ -86,7 +87,8 @@ def test_an_injected_fault_is_caught_soon_and_the_clean_curve_raises_nothing(tmp
     def fault(step, loss):
         return loss * 1.05 if step >= fault_at else loss
 
-    with pytest.warns(ls.BehindTrendWarning, match=r"above the upper end of the 50% band") as caught:
+    expected = r"% above the .* expected from the trend fitted to the data up to step"
+    with pytest.warns(ls.BehindTrendWarning, match=expected) as caught:
         module, mon = run_replay(tmp_path, perturb=fault, stop=StopConfig(behind_trend=True))
     messages = [str(w.message) for w in caught if issubclass(w.category, ls.BehindTrendWarning)]
     assert len(messages) == 1
@@ -95,6 +97,37 @@ def test_an_injected_fault_is_caught_soon_and_the_clean_curve_raises_nothing(tmp
     assert fault_step <= warned_at <= fault_step + 0.05 * module.n_steps
     assert mon.stopped_reason.startswith("behind trend")
     assert mon.stopped_step <= warned_at + 4
+
+
+class Events:
+    """A sink that keeps the monitor's events."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_event(self, trainer, pl_module, monitor, event):
+        self.events.append(event)
+
+
+def test_a_passing_fault_is_one_episode_with_a_start_and_an_end_counted_in_the_summary(tmp_path):
+    module = ReplayModule(CURVE)
+    start, end = 0.45 * module.final_step, 0.6 * module.final_step
+
+    def fault(step, loss):  # +5% for 15% of the run, then back
+        return loss * 1.05 if start <= step < end else loss
+
+    sink = Events()
+    with pytest.warns(ls.BehindTrendWarning) as caught:
+        module, mon = run_replay(tmp_path, perturb=fault, sinks=[sink])
+    assert len([w for w in caught if issubclass(w.category, ls.BehindTrendWarning)]) == 1
+    kinds = [e["kind"] for e in sink.events]
+    assert kinds == ["behind_trend", "behind_trend_end"], kinds
+    began, ended = sink.events
+    assert began["detail"]["since_step"] >= math.ceil(start / module.stride)  # "since" never predates the shift
+    assert "back on trend" in ended["message"] and ended["step"] > began["step"]
+    episodes = mon.summary()["episodes"]
+    assert episodes["behind_trend"]["count"] == 1 and episodes["divergence"]["count"] == 0
+    assert episodes["behind_trend"]["steps"] == [[began["detail"]["since_step"], began["step"], ended["step"]]]
 
 
 def test_bad_curves_are_one_clear_error(tmp_path):

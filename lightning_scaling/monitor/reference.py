@@ -134,7 +134,8 @@ def summary_reference_loss(summary: dict[str, Any], name: str = "run summary") -
     if _finite(forecast_loss):
         target = forecast.get("target_step")
         at = f" at step {int(target):,}" if _finite(target) else ""
-        return float(forecast_loss), f"forecast final loss{at} of run {run!r}, which stopped at step {int(steps or 0):,}"
+        return float(forecast_loss), (f"forecast final loss{at} of run {run!r}, which stopped at step "
+                                      f"{int(steps or 0):,}")
     if _finite(final):
         return float(final), f"last loss of run {run!r} at step {int(steps or 0):,} (it stopped early, no forecast)"
     raise InvalidInputError(f"{name}: the run summary holds neither a final loss nor a forecast final loss")

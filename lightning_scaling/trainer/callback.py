@@ -10,6 +10,7 @@ namespace; ``ScalingLawMonitor`` here is the ``pytorch_lightning`` Callback,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from ..monitor.stopping import StopReason
 from ..monitor.trend import TrendDetector
 from .compute import ComputeCounter
 from .losses import LossReader
+from .metric_names import early_verdict
 from .plan import load_schedule, planned_steps
 from .refits import RefitScheduler, refit_job
 from .reporting import Reporter, attach_panels
@@ -120,7 +122,8 @@ class _MonitorLogic:
         **deprecated: Any,
     ):
         super().__init__()
-        trend, stop, refit = apply_legacy_options(deprecated, trend=trend, stop=stop, refit=refit, refit_every=refit_every,
+        trend, stop, refit = apply_legacy_options(deprecated, trend=trend, stop=stop, refit=refit,
+                                                  refit_every=refit_every,
                                                   stop_if_forecast_above=stop_if_forecast_above)
         _check_options(monitor, x_axis, total_steps, level, target_loss, sinks,
                        log_metrics=log_metrics, write_summary=write_summary, tensorboard=tensorboard)
@@ -138,11 +141,14 @@ class _MonitorLogic:
         self.losses = LossReader(monitor, self.compute, self.report.info)
         self.refit_scheduler = RefitScheduler(refit)
         self._forecasts: list[Forecast] = []
+        self._shared = 0  # forecasts every rank holds (under DDP, rank zero's are handed on)
         self.planned_steps: float | None = None
         self.schedule_lr = None
         self.schedule_reason = "schedule not looked up yet"
         self.summary_path: str | None = None
         self.seen_step = 0  # the newest optimizer step seen
+        self._name_checked = monitor is None  # monitor= checked against the logged metrics
+        self._name_warned = False
         self._active = False
         self._announced = False  # the one-line notice of where FLOPs and tokens come from
 
@@ -238,6 +244,7 @@ class _MonitorLogic:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._forecasts = restore_monitor(self, state_dict)
+        self._shared = len(self._forecasts)
 
     # -- the run ----------------------------------------------------------------------------------
     def _start(self, trainer) -> None:
@@ -257,6 +264,7 @@ class _MonitorLogic:
         if trainer.is_global_zero:
             self.schedule_lr, self.schedule_reason = load_schedule(trainer, self.planned_steps)
         self.trend_config.size(self.trend, self.planned_steps, per_step=self.monitor is None)
+        self.trend.horizon = self.planned_steps if self.monitor is None else None  # observations a run holds
         self.trend.schedule = self.schedule_lr
 
     def _on_micro_batch(self, trainer, pl_module, outputs, batch) -> None:
@@ -274,6 +282,8 @@ class _MonitorLogic:
 
     def _on_optimizer_step(self, trainer, pl_module) -> None:
         step = self.seen_step = self.compute.steps = int(trainer.global_step)
+        if not self._name_checked:
+            self._check_name(trainer, step)
         self.losses.on_optimizer_step(trainer, step, observed=self.history.n_observed)
         candidate = self.is_candidate(step)
         if candidate or len(self.losses.pending) >= flush_every(self.planned_steps):
@@ -284,10 +294,23 @@ class _MonitorLogic:
                                                          self._refit_job) and not self.refit_config.background:
                 self._poll_refit(trainer, pl_module)
         if candidate:
+            self._share_forecasts(trainer)
             self.stops.decide(trainer, pl_module, monitor=self, forecasts=self._forecasts, report=self.report,
                               log_metrics=self.log_metrics)
         if self.log_metrics and trainer.is_global_zero and self.report.cadence.due(trainer):
             self.report.log_state(pl_module, self)
+
+    def _check_name(self, trainer, step: int) -> None:
+        """Say at once when ``monitor=`` is not among the metrics the module logs (see ``metric_names``)."""
+        if self.losses.metric_seen or self.monitor in trainer.callback_metrics:
+            self._name_checked = True
+            return
+        error, warning = early_verdict(self.monitor, trainer.callback_metrics.keys(), trainer.enable_validation, step)
+        if error:
+            raise InvalidInputError(error)
+        if warning:
+            self._name_checked = self._name_warned = True
+            self.report.warn(trainer, warning, ScalingWarning)
 
     def _flush(self, trainer, pl_module) -> None:
         observations = self.losses.take()
@@ -316,18 +339,34 @@ class _MonitorLogic:
         self.trend.offer_fit(forecast.fit, forecast.step, forecast.x_axis, forecast.band)
         self.report.call_sinks(trainer, "on_refit", trainer, pl_module, self, forecast)
 
+    def _share_forecasts(self, trainer) -> None:
+        """Hand rank zero's new forecasts to every rank, so ``forecast`` and ``forecasts`` are the
+        same everywhere (a collective: every rank calls it at the same steps)."""
+        if trainer.world_size <= 1:
+            return
+        new = [dataclasses.replace(f, band=None) for f in self._forecasts[self._shared:]] if trainer.is_global_zero \
+            else None
+        new = trainer.strategy.broadcast(new, src=0)
+        if not trainer.is_global_zero:
+            self._forecasts.extend(new or [])
+        self._shared = len(self._forecasts)
+
     def _finish(self, trainer, pl_module) -> None:
         self.losses.finish(int(trainer.global_step))
         self._flush(trainer, pl_module)
         if trainer.is_global_zero:
             self.refit_scheduler.wait()
-            self._poll_refit(trainer, pl_module)
-            if self.refit_scheduler.needs_final_refit(self.history, self.forecast):
-                # a last refit on every observation, so the summary's fit covers the whole run
-                self.refit_scheduler.run_inline(int(trainer.global_step), self._refit_job())
+            # after a stop, the forecast that justified it stays the newest (no refit after the decision)
+            if self.stops.message is None:
                 self._poll_refit(trainer, pl_module)
+                if self.refit_scheduler.needs_final_refit(self.history, self.forecast):
+                    # a last refit on every observation, so the summary's fit covers the whole run
+                    self.refit_scheduler.run_inline(int(trainer.global_step), self._refit_job())
+                    self._poll_refit(trainer, pl_module)
             self.refit_scheduler.close()
-            if self.monitor is not None and not self.losses.metric_seen:
+        self._share_forecasts(trainer)
+        if trainer.is_global_zero:
+            if self.monitor is not None and not self.losses.metric_seen and not self._name_warned:
                 self.report.warn(trainer, self.losses.never_logged(trainer), ScalingWarning)
             if self.write_summary:
                 save_summary(self, trainer)

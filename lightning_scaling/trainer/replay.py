@@ -42,7 +42,8 @@ def read_curve_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InvalidInputError(f"curve {path} has no rows")
     missing = {"step", "loss"} - set(rows[0].keys())
     if missing:
-        raise InvalidInputError(f"curve {path} lacks column(s) {sorted(missing)} (needs step, loss; tokens, lr optional)")
+        raise InvalidInputError(f"curve {path} lacks column(s) {sorted(missing)} "
+                                "(needs step, loss; tokens, lr optional)")
 
     def col(name: str) -> np.ndarray:
         out = np.full(len(rows), math.nan)
@@ -149,7 +150,8 @@ class _ReplayLogic:
         self.tokens_per_batch = None if tokens_per_step is None else int(round(tokens_per_step * self.stride))
         self.n_params = n_params
         self.flops_per_batch = (
-            None if (n_params is None or self.tokens_per_batch is None) else 6.0 * float(n_params) * self.tokens_per_batch
+            None if (n_params is None or self.tokens_per_batch is None)
+            else 6.0 * float(n_params) * self.tokens_per_batch
         )
         self.weight = torch.nn.Parameter(torch.zeros(1))
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from ..core.plain import plain
 from ..errors import BehindTrendWarning, DivergenceWarning, FitFailedWarning, ScalingWarning
-from ..monitor.divergence import DivergenceEvent
+from ..monitor.divergence import DivergenceEnd, DivergenceEvent
 from ..monitor.observe import TrendFailure
-from ..monitor.trend import TrendEvent
+from ..monitor.trend import TrendEnd, TrendEvent
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class Reporter:
     Attributes:
         warnings_emitted: every warning message so far, ``"step N: ..."``, oldest first.
         last_behind_message: the newest behind-trend message (for a behind-trend stop).
+        episodes: ``{"behind_trend": [...], "divergence": [...]}``, one ``[since, reported, ended]``
+            step triple per episode (``ended`` None while it goes on), for the run summary.
     """
 
     def __init__(self, sinks: list, logger: logging.Logger = log):
@@ -60,6 +62,7 @@ class Reporter:
         self.logger = logger
         self.warnings_emitted: list[str] = []
         self.last_behind_message: str | None = None
+        self.episodes: dict[str, list[list[int | None]]] = {"behind_trend": [], "divergence": []}
         self.cadence = LogCadence()
         self._bad_sinks: set[tuple[int, str]] = set()
         self._logged_forecast: Any = None
@@ -86,17 +89,38 @@ class Reporter:
                       "total_steps=); it is off for this run", ScalingWarning)
 
     def events(self, trainer, pl_module, monitor, spikes: list, behind: list) -> None:
-        """Report the divergence and trend events of one batch of observations, in order."""
+        """Report the divergence and trend events of one batch of observations, in order: an
+        episode's start is a warning, its end a notice (and a sink event either way)."""
         if trainer.is_global_zero:
             for event in spikes:
-                self._divergence(trainer, pl_module, monitor, event)
+                if isinstance(event, DivergenceEnd):
+                    self._episode_end(trainer, pl_module, monitor, "divergence", event,
+                                      f"ScalingLawMonitor: divergence ended: {event.message()}.")
+                else:
+                    self._divergence(trainer, pl_module, monitor, event)
         for event in behind:
             if isinstance(event, TrendFailure):
                 self.warn(trainer, f"ScalingLawMonitor: the trend check at step {event.step} could not evaluate "
                           f"its reference fit ({type(event.error).__name__}: {event.error}); it waits for the next "
                           "fit", FitFailedWarning)
+            elif isinstance(event, TrendEnd):
+                self._episode_end(trainer, pl_module, monitor, "behind_trend", event,
+                                  f"ScalingLawMonitor: {event.message()}.")
             else:
                 self._behind(trainer, pl_module, monitor, event)
+
+    def _episode_end(self, trainer, pl_module, monitor, kind: str, event, message: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        open_ = [e for e in self.episodes[kind] if e[2] is None]
+        if open_:
+            open_[-1][2] = int(event.step)
+        else:  # the end of an episode that began before this monitor was restored
+            self.episodes[kind].append([int(event.since_step), None, int(event.step)])
+        self.info(trainer, message)
+        self.call_sinks(trainer, "on_event", trainer, pl_module, monitor,
+                        {"kind": f"{kind}_end", "step": int(event.step), "message": message,
+                         "detail": plain(vars(event))})
 
     def _behind(self, trainer, pl_module, monitor, event: TrendEvent) -> None:
         now = monitor.forecast
@@ -109,12 +133,15 @@ class Reporter:
             forecast_now = "no forecast yet"
         self.last_behind_message = f"{event.message()}; {forecast_now}"
         message = f"ScalingLawMonitor: behind trend: {self.last_behind_message}."
+        if trainer.is_global_zero:
+            self.episodes["behind_trend"].append([int(event.since_step), int(event.step), None])
         self.warn(trainer, message, BehindTrendWarning)
         self.call_sinks(trainer, "on_event", trainer, pl_module, monitor,
                         {"kind": "behind_trend", "step": event.step, "message": message, "detail": plain(vars(event))})
 
     def _divergence(self, trainer, pl_module, monitor, event: DivergenceEvent) -> None:
         message = f"ScalingLawMonitor: divergence: {event.message()}."
+        self.episodes["divergence"].append([int(event.step), int(event.reported_step or event.step), None])
         self.warn(trainer, message, DivergenceWarning)
         self.call_sinks(trainer, "on_event", trainer, pl_module, monitor,
                         {"kind": "divergence", "step": event.step, "message": message, "detail": plain(vars(event))})

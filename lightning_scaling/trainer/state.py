@@ -46,6 +46,7 @@ def monitor_state(monitor, forecasts: list[Forecast]) -> dict[str, Any]:
         "stop_reason": monitor.stop_reason.name,
         "stopped_step": monitor.stopped_step,
         "warnings": list(monitor.warnings_emitted[-100:]),
+        "episodes": {k: [list(e) for e in v[-100:]] for k, v in monitor.report.episodes.items()},
         "seen_step": int(monitor.seen_step),
         "loss_name": reader["loss_name"],
         "followed": reader["followed"],
@@ -71,6 +72,8 @@ def restore_monitor(monitor, state: dict[str, Any]) -> list[Forecast]:
     dicts = state.get("forecasts", [])
     monitor.stops.restore(state.get("stopped_reason"), state.get("stopped_step"), state.get("stop_reason"))
     monitor.report.warnings_emitted = list(state.get("warnings", []))
+    episodes = state.get("episodes") or {}
+    monitor.report.episodes = {k: [list(e) for e in episodes.get(k, [])] for k in ("behind_trend", "divergence")}
     monitor.seen_step = int(state.get("seen_step", 0))
     monitor.losses.load_state_dict(state, observed=monitor.history.n_observed)
     monitor.refit_scheduler.refits = int(state.get("refits", 0))

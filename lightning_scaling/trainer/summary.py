@@ -62,17 +62,30 @@ def build_summary(monitor, trainer=None) -> dict[str, Any]:
         "history": {"stored_points": len(monitor.history), "observations": monitor.history.n_observed},
         "refits": refits.refits,
         "refit_failures": refits.failures,
+        # each episode once: [since step, reported step, ended step (None: still going on)]
+        "episodes": {kind: {"count": len(items), "steps": items}
+                     for kind, items in monitor.report.episodes.items()},
     })
 
 
 def save_summary(monitor, trainer, after_exception: bool = False) -> None:
     """Write ``monitor``'s run summary into the log dir (``monitor.summary_path`` says where).
 
-    A file that cannot be written is a warning; after an exception, only a debug message
-    (the user's exception is the one to see).
+    The log dir is the first logger's; without a logger, the trainer's ``default_root_dir``
+    when one was chosen. A run with neither writes no file (it would land, unasked, in the
+    working directory, and the next such run would overwrite it): a notice says so, and
+    ``monitor.summary()`` still has it. A file that cannot be written is a warning; after an
+    exception, only a debug message (the user's exception is the one to see).
     """
+    folder = log_dir(trainer)
+    if folder is None:
+        if not after_exception:
+            monitor.report.info(trainer, "ScalingLawMonitor: no logger and no default_root_dir, so no "
+                                f"{SUMMARY_FILENAME} was written (pass a logger or Trainer(default_root_dir=...), "
+                                "or read monitor.summary())")
+        return
     try:
-        monitor.summary_path = write_summary(log_dir(trainer), monitor.summary(trainer))
+        monitor.summary_path = write_summary(folder, monitor.summary(trainer))
     except Exception as exc:
         if after_exception:
             log.debug("could not write the run summary after an exception", exc_info=True)
@@ -83,8 +96,9 @@ def save_summary(monitor, trainer, after_exception: bool = False) -> None:
             raise
 
 
-def log_dir(trainer) -> str:
-    """The first logger's directory, else ``default_root_dir`` (no collective call, unlike trainer.log_dir)."""
+def log_dir(trainer) -> str | None:
+    """The first logger's directory, else ``default_root_dir`` when it is not just the working
+    directory Lightning falls back to; else None (no collective call, unlike trainer.log_dir)."""
     loggers = getattr(trainer, "loggers", None) or []
     if loggers:
         for attr in ("log_dir", "save_dir"):
@@ -94,7 +108,8 @@ def log_dir(trainer) -> str:
                 d = None
             if d:
                 return str(d)
-    return str(trainer.default_root_dir)
+    root = str(trainer.default_root_dir)
+    return None if os.path.abspath(root) == os.path.abspath(os.getcwd()) else root
 
 
 def run_name(trainer) -> str:

@@ -1,27 +1,35 @@
 """Behind the trend: is the run's loss falling behind the forecast made before it?
 
-Four pure parts over explicit state, composed by the thin stateful ``TrendDetector``:
+Pure parts over explicit state, composed by the thin stateful ``TrendDetector``:
 
 - ``selection``: which fit a check compares with. A reference fit's data must have ended at
   least ``lag`` optimizer steps before the observation (a fit made just before would
-  already have bent towards a slow drift); a law is not extrapolated across an LR change,
-  and a fit made just after an abrupt LR drop is never a reference. Fits are tabulated so a
-  check costs an interpolation.
-- ``window``: the window test. The statistic is the relative excess of the mean of the last
-  ``window`` losses over the mean of their expected losses; a check is positive when it
-  exceeds the larger of the band (the fit's ``level`` upper end, relative to the expected
-  loss) plus ``min_excess``, and ``z`` noise scales.
-- ``noise``: the noise scale is measured, not assumed: the robust spread (MAD) of the same
-  statistic over the last ``max(64, 3 * window)`` checks that were not positive (each
-  admitted only after ``window + patience`` later checks passed without an episode, so the
-  onset of a shift cannot widen the threshold meant to catch it), so correlated noise and
-  the law's short-range misfit count in it; no check fires before
-  ``max(min_calibration, 2 * window)`` such samples exist. Each sample is stored per unit of
-  extrapolation distance ``log(step / reference_step)`` (at the window's middle) and the
-  scale is applied at the current distance.
-- ``drift``: a one-sided CUSUM of the per-observation relative excess over a held fit
-  catches slow drifts, which the lagged references partly absorb before the window test
-  sees them.
+  already have bent towards a slow drift) and at least ``lag`` past the LR warm-up; a law is
+  not extrapolated across an LR change it cannot follow, a fit made just after an abrupt LR
+  drop is never a reference, and neither is one whose band is too wide to test against.
+  Each reference is *anchored*: scaled to pass through the (robustly) smoothed loss seen
+  just before its data ended, by as much as that level is known beyond its own noise.
+- ``window``: each observation is clipped to a few noise scales around the median of its
+  neighbours (one bad batch cannot move the smoothed loss much; a shift that lasts passes
+  whole). The statistic is the relative excess of the mean of the last ``window`` clipped
+  losses over the mean of their expected losses; a check is positive when it exceeds the
+  larger of the band (the fit's ``level`` upper end, relative to the expected loss) plus
+  ``min_excess``, and ``z`` times the statistic's measured spread.
+- ``noise``: that spread is measured, not assumed: the noise of one observation (the sd of
+  successive differences, clipped like the observations) gives the part a window mean has
+  from noise alone (``sigma / sqrt(window)``); the rest, the reference's misfit, is the
+  robust spread (MAD) of past negative checks' statistics, each less (in quadrature) the
+  noise part, over the last ``max(64, 3 * window)`` checks (each admitted only after
+  ``window + patience`` later checks passed without an episode, so the onset of a shift
+  cannot widen the threshold meant to catch it). No check fires before
+  ``max(min_calibration, 2 * window)`` such samples exist.
+- ``drift``: a one-sided CUSUM of the per-observation (clipped) relative excess over a held
+  fit catches slow drifts and, on noisy per-step losses, shifts that a window mean cannot
+  see through the noise; its allowance comes from the measured misfit and its threshold
+  from the measured noise (a false alarm from noise rarer than once in 50 runs).
+
+Episodes are reported once when they start (``TrendEvent``: how much, since when, against
+what) and once when they end (``TrendEnd``).
 
 >>> import numpy as np
 >>> from lightning_scaling import fit_curve
@@ -35,21 +43,23 @@ Four pure parts over explicit state, composed by the thin stateful ``TrendDetect
 ...     if s % 100 == 0:
 ...         _ = detector.offer_fit(fit_curve(steps[:s], loss[:s]), int(s))
 ...     events.append(detector.observe(int(s), float(s), float(loss[s - 1])))
->>> [(e.step, e.since_step) for e in events if e is not None]
-[(904, 901)]
+>>> [(type(e).__name__, e.step, e.since_step) for e in events if e is not None]
+[('TrendEvent', 904, 903), ('TrendEnd', 1102, 903)]
 """
 
 from .detector import TrendDetector
 from .drift import DriftCusum
 from .noise import DISTANCE_MIN, NoiseCalibration, log_distance
 from .selection import abrupt_drops, choose_reference, lr_changed, settled, tabulate
-from .window import TrendEvent, Window, WindowStatistic, threshold
+from .window import Clipper, TrendEnd, TrendEvent, Window, WindowStatistic, threshold
 
 __all__ = [
+    "Clipper",
     "DISTANCE_MIN",
     "DriftCusum",
     "NoiseCalibration",
     "TrendDetector",
+    "TrendEnd",
     "TrendEvent",
     "Window",
     "WindowStatistic",

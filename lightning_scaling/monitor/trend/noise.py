@@ -1,12 +1,16 @@
 """Noise calibration of the trend check: how far the window statistic strays on its own.
 
-The statistic of a check (the smoothed relative excess over the reference's expected loss)
-is stored per unit of extrapolation distance ``log(step / reference_step)``: the misfit of a
-law grows with how far it extrapolates, so the large misses of fits made from the first few
-percent of a run do not blunt the checks of later fits that extrapolate a short way. A
-sample is admitted only after it has been held for ``delay`` later checks that passed
-without an episode (the onset of a shift must not widen the threshold meant to catch it),
-and held back longer while the drift CUSUM accumulates.
+A sample is a negative check's statistic (the smoothed relative excess over the anchored
+reference's expected loss). Their median is the references' systematic miss at the lag
+(a law that keeps under-predicting how fast the loss falls misses by about as much at every
+check), which the checks subtract; their spread about it, less (in quadrature) what the
+noise of single observations explains (``sigma / sqrt(window)``, measured apart), is the
+references' misfit. The samples are the recent ones (a bounded deque): references anchored
+at their data end miss by about the same whatever their extrapolation distance, so no
+normalisation by it (which would inflate the short-distance samples of late checks).
+A sample is admitted only after it has been held for ``delay`` later checks
+that passed without an episode (the onset of a shift must not widen the threshold meant to
+catch it), and held back longer while the drift CUSUM accumulates.
 
 >>> cal = NoiseCalibration(window=5)
 >>> for v in [0.01, -0.02, 0.015, -0.005, 0.0, 0.02, -0.01]:
@@ -30,8 +34,8 @@ import numpy as np
 from ...core.stats import mad_sd
 
 DISTANCE_MIN = 1.01
-"""Smallest extrapolation ratio a noise sample is normalised by (a window that overlaps the
-reference's own data still carries noise)."""
+"""Smallest extrapolation ratio ``log_distance`` reports (kept for imports; the checks no
+longer normalise by the distance)."""
 
 
 def log_distance(step: float, data_step: float | None) -> float:
@@ -46,7 +50,8 @@ def calibration_size(window: int) -> int:
 
 
 class NoiseCalibration:
-    """Noise samples (relative excess per unit of log-extrapolation distance) and their scale.
+    """Past checks' statistics (relative excess of the smoothed loss over the reference), their
+    centre and spread.
 
     Attributes:
         samples: the admitted samples, newest last (at most ``calibration_size(window)``).
@@ -56,8 +61,8 @@ class NoiseCalibration:
     def __init__(self, window: int):
         self.samples: deque[float] = deque(maxlen=calibration_size(window))
         self.holding: deque[float] = deque()
-        self._scale: float | None = None
-        self._age = 0  # samples admitted since the scale was computed
+        self._stats: tuple[float, float] | None = None  # (median, MAD spread)
+        self._age = 0  # samples admitted since the statistics were computed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -74,19 +79,27 @@ class NoiseCalibration:
             self.samples.append(self.holding.popleft())
             self._age += 1
 
-    def scale(self) -> float:
-        """Robust spread (MAD) of the samples; NaN with fewer than 2. Refreshed every 8 samples."""
-        if len(self.samples) < 2:
-            return math.nan
-        if self._scale is None or self._age >= 8:
-            self._scale = mad_sd(self.samples)
+    def _refresh(self) -> tuple[float, float]:
+        if self._stats is None or self._age >= 8:  # refreshed every 8 samples
+            v = np.asarray(self.samples, dtype=float)
+            self._stats = (float(np.median(v)), mad_sd(v))
             self._age = 0
-        return self._scale
+        return self._stats
+
+    def center(self) -> float:
+        """The median of the samples: the reference's systematic miss (0 with fewer than 2)."""
+        return self._refresh()[0] if len(self.samples) >= 2 else 0.0
+
+    def scale(self) -> float:
+        """Robust spread (MAD about the median) of the samples; NaN with fewer than 2."""
+        return self._refresh()[1] if len(self.samples) >= 2 else math.nan
 
     def abs_quantile(self, q: float) -> float:
-        """The ``q`` quantile of the absolute samples (inf without samples)."""
-        samples = np.abs(np.asarray(self.samples, dtype=float))
-        return float(np.quantile(samples, q)) if samples.size else math.inf
+        """The ``q`` quantile of the samples' distance from their median (inf without samples)."""
+        if not self.samples:
+            return math.inf
+        samples = np.asarray(self.samples, dtype=float)
+        return float(np.quantile(np.abs(samples - self.center()), q))
 
     def state_dict(self) -> dict[str, Any]:
         return {"calibration": [float(v) for v in self.samples], "holding": [float(v) for v in self.holding]}
@@ -94,4 +107,4 @@ class NoiseCalibration:
     def load_state_dict(self, state: dict[str, Any], window: int) -> None:
         self.samples = deque((float(v) for v in state.get("calibration", [])), maxlen=calibration_size(window))
         self.holding = deque(float(v) for v in state.get("holding", []))
-        self._scale = None
+        self._stats = None
