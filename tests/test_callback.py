@@ -98,6 +98,15 @@ def test_forecasts_logs_and_the_run_summary(tmp_path):
     assert summary["stopped_reason"] is None and summary == mon.summary(trainer)
 
 
+def test_the_summarys_final_loss_is_the_mean_loss_of_the_last_two_and_a_half_percent_of_the_steps(tmp_path):
+    mon = ScalingLawMonitor(refit=RefitConfig(background=False))
+    trainer = pl.Trainer(max_steps=400, callbacks=[mon], logger=False, default_root_dir=tmp_path, **FAST)
+    model = Regression()
+    trainer.fit(model)
+    assert len(model.losses) == 400
+    assert mon.summary(trainer)["final_loss"] == pytest.approx(sum(model.losses[-10:]) / 10, rel=1e-6)
+
+
 def test_gradient_accumulation_records_the_mean_of_each_optimizer_steps_micro_batches(tmp_path):
     mon = ScalingLawMonitor(refit=RefitConfig(every=5, background=False))
     model = Regression(output="dict")

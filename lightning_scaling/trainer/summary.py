@@ -17,12 +17,27 @@ from ..io.summary import SUMMARY_FILENAME, SUMMARY_FORMAT, SUMMARY_VERSION, writ
 log = logging.getLogger(__name__)
 
 
+FINAL_WINDOW_FRACTION = 0.025
+"""``final_loss`` is the mean observed loss over the last 2.5% of the run's steps."""
+
+
+def final_window(history, steps: int, fraction: float = FINAL_WINDOW_FRACTION) -> list[tuple]:
+    """The observations of the last ``fraction`` of ``steps`` optimizer steps (at least the
+    newest 5, at most the history's raw window), as (step, key, tokens, flops, loss) tuples."""
+    recent = history.last(history.recent)
+    if not recent:
+        return []
+    start = recent[-1][0] - fraction * max(int(steps), 0)
+    inside = [r for r in recent if r[0] > start]
+    return inside if len(inside) >= 5 else recent[-5:]
+
+
 def build_summary(monitor, trainer=None) -> dict[str, Any]:
     """The run summary of ``monitor`` (the schema of ``lightning_scaling.io.summary``), strict JSON."""
     a = monitor.history.arrays()
     latest = monitor.forecast
     totals = monitor.compute
-    recent = monitor.history.last(5)
+    recent = final_window(monitor.history, monitor.seen_step)
     refits = monitor.refit_scheduler
 
     def column(values):
