@@ -57,7 +57,8 @@ def quiet():
 
 
 def run_study(storage=None, value="forecast", curves=CURVES):
-    study = optuna.create_study(storage=storage, pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=30))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=30)
+    study = optuna.create_study(storage=storage, pruner=pruner)
     callbacks = {}
 
     def objective(trial):
@@ -94,7 +95,8 @@ def test_forecast_pruning_keeps_the_slow_starter_that_ends_best_where_current_lo
     # the same study on the current loss (Optuna's own approach) prunes the run that ends best
     study, cbs = run_study(value="loss")
     assert study.trials[2].state == optuna.trial.TrialState.PRUNED
-    assert cbs[2][1].pruned_step == 40 and study.trials[2].intermediate_values[40] > study.trials[0].intermediate_values[40]
+    assert cbs[2][1].pruned_step == 40
+    assert study.trials[2].intermediate_values[40] > study.trials[0].intermediate_values[40]
 
 
 def test_sqlite_storage_holds_the_reports_and_the_pruned_state(tmp_path):
@@ -111,7 +113,8 @@ def test_sqlite_storage_holds_the_reports_and_the_pruned_state(tmp_path):
 
 def test_check_pruned_after_fit_when_not_raising():
     study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
-    study.add_trial(optuna.trial.create_trial(value=1.5, intermediate_values={s: 1.5 for s in range(10, STEPS + 1, 10)}))
+    flat = {s: 1.5 for s in range(10, STEPS + 1, 10)}
+    study.add_trial(optuna.trial.create_trial(value=1.5, intermediate_values=flat))
     trial = study.ask()
     monitor = ScalingLawMonitor(refit=INLINE, write_summary=False, log_metrics=False)
     pruning = ForecastPruning(trial, monitor, raise_on_prune=False, min_fraction=0.25, smoothing=1)

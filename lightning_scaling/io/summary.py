@@ -13,7 +13,8 @@ Schema (``ScalingLawMonitor`` writes it at the end of training into the logger's
      "schedule": {"lr": [...]} | null, "warnings": [str, ...], "stopped_reason": str|null, ...}
 
 ``final_loss`` is the mean observed loss over the last 2.5% of the steps run (at least the last
-5 observations), in the monitored metric's units. Readers accept unknown extra keys and refuse a higher "version" with a clear message.
+5 observations), in the monitored metric's units. Readers accept unknown extra keys and refuse
+a higher "version" with a clear message.
 """
 
 from __future__ import annotations

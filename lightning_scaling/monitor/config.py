@@ -148,7 +148,8 @@ class RefitConfig:
             Candidates are also the steps at which stop decisions are reduced across
             processes: a function of the step only, the same on every rank.
         max_overhead: share of the training time the monitor may spend (0.01).
-        background: refit on a daemon thread (default) or inline (deterministic; for tests).
+        background: refit off the training thread (default: in a helper Python process at nice 10,
+            or a daemon thread where no process can start) or inline (deterministic; for tests).
     """
 
     every: int | None = None

@@ -126,7 +126,8 @@ class _ForecastPruningLogic:
                     "(it reduces the decision across ranks itself), not a TorchDistributedTrial"
                 )
             if not (callable(getattr(trial, "report", None)) and callable(getattr(trial, "should_prune", None))):
-                raise InvalidInputError(f"trial must be an optuna trial (report, should_prune), got {type(trial).__name__}")
+                raise InvalidInputError("trial must be an optuna trial (report, should_prune), "
+                                        f"got {type(trial).__name__}")
         self.trial = trial
         self.monitor = monitor
         self.value = value
@@ -185,7 +186,8 @@ class _ForecastPruningLogic:
         elif not isinstance(self.monitor, _MonitorLogic):
             raise InvalidInputError(f"monitor must be a ScalingLawMonitor, got {type(self.monitor).__name__}")
         if trainer.is_global_zero and self.trial is None:
-            raise InvalidInputError("ForecastPruning: the process of global rank 0 must hold the optuna trial (got None)")
+            raise InvalidInputError("ForecastPruning: the process of global rank 0 must hold the optuna trial "
+                                    "(got None)")
         if trainer.world_size > 1 and _runs_in_a_copy():
             raise InvalidInputError(
                 "ForecastPruning needs global rank 0 to be the process that holds the trial; spawn-based strategies "
