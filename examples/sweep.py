@@ -99,25 +99,17 @@ def read_points(summary_files: list[str]) -> tuple[list[float], list[float], lis
     return N, D, loss, names
 
 
-def reached_loss(result: dict) -> float | None:
-    """The final loss a run reached, as train.py compares its forecasts with it (the validation
-    loss when the monitor followed it, else the final training loss)."""
-    if result.get("monitored") == "val_loss" and result.get("final_val_loss") is not None:
-        return float(result["final_val_loss"])
-    final = result.get("final_train_loss")
-    return None if final is None else float(final)
-
-
 def check_runs(results: list[dict]) -> dict:
     """Print, per run, the forecasts made at 25% and 50% against the loss it reached, and the
     monitor's warnings (from its run summary); return the counts."""
     from lightning_scaling.io import read_summary
 
     held = {"forecast_25": 0, "forecast_50": 0}
-    warned = 0
+    warned = compared = 0
     print("\nforecasts vs the final loss each run reached (90% intervals), and the monitor's warnings:")
     for r in results:
-        reached = reached_loss(r)
+        reached = r.get("reached_loss")
+        compared += reached is not None
         cells = []
         for key in held:
             f = r.get(key)
@@ -138,7 +130,8 @@ def check_runs(results: list[dict]) -> dict:
     n = len(results)
     print(f"interval holds the reached loss: {held['forecast_25']}/{n} at 25%, {held['forecast_50']}/{n} at 50%; "
           f"runs with a warning: {warned}/{n}", flush=True)
-    return {"held_25": held["forecast_25"], "held_50": held["forecast_50"], "runs_warned": warned, "runs": n}
+    return {"held_25": held["forecast_25"], "held_50": held["forecast_50"], "runs_warned": warned, "runs": n,
+            "runs_with_reached_loss": compared}
 
 
 def print_law(fit, budget: float, level: float = 0.9) -> dict:

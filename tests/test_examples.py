@@ -198,6 +198,7 @@ def test_sweep_smoke_end_to_end(tmp_path):
     assert set(result["law"]["params"]) == {"E", "A", "B", "alpha", "beta"}
     checks = result["forecast_checks"]  # the sweep counts its forecasts' intervals and its warnings
     assert checks["runs"] == 6 and 0 <= checks["held_25"] <= 6 and 0 <= checks["runs_warned"] <= 6
+    assert checks["runs_with_reached_loss"] == 6 and "reached nan" not in proc.stdout
     assert "interval holds the reached loss:" in proc.stdout
     summaries = sorted(out.rglob("scaling_summary.json"))
     assert len(summaries) == 6

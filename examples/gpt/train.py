@@ -501,6 +501,8 @@ def summarize(args, preset, trainer, module, monitor, record, losses, logger, wa
         "final_loss_fresh_windows": fresh_loss,
         "final_val_loss": float(val) if val is not None else None,
         "monitored": args.monitor,
+        # what the forecasts are compared with: the loss the monitor followed, at the end
+        "reached_loss": float(val) if args.monitor == "val_loss" and val is not None else final_loss,
         "forecast_25": as_dict(forecast_at(monitor, preset.max_steps // 4)) if monitor else None,
         "forecast_50": as_dict(forecast_at(monitor, preset.max_steps // 2)) if monitor else None,
         "stopped_reason": getattr(monitor, "stopped_reason", None),
@@ -523,9 +525,8 @@ def print_report(r: dict) -> None:
     print(f"final loss {final:.4f} nats/byte ({final / math.log(2):.3f} bits/byte): {r['final_loss_how']}")
     if r["final_val_loss"] is not None:
         print(f"final validation loss {r['final_val_loss']:.4f} nats/byte")
-    reached = final
-    if r["monitored"] == "val_loss" and r["final_val_loss"] is not None:
-        reached = r["final_val_loss"]
+    reached = r["reached_loss"]
+    if reached != final:
         print("(the forecasts follow the validation loss: compared with the final validation loss)")
     for key, fraction in (("forecast_25", 0.25), ("forecast_50", 0.5)):
         f, label = r[key], f"{fraction:.0%}"
