@@ -259,7 +259,9 @@ def build_monitor(args, total_steps: int):
     # is defined per step); FLOPs come from the module's flops_per_batch.
     kwargs = {"monitor": None if args.monitor == "train_loss" else args.monitor, "x_axis": "flops"}
     if args.stop_when_behind:
-        kwargs["stop"] = StopConfig(behind_trend=True)
+        # a fault shows as divergence (a jump that stays) at once, and as falling behind the trend
+        # once a forecast narrow enough to test against exists: either stops the run
+        kwargs["stop"] = StopConfig(behind_trend=True, divergence=True)
     return ScalingLawMonitor(**kwargs), None
 
 
@@ -342,7 +344,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--inject-fault", type=positive_int, metavar="STEP", default=None,
                         help="multiply the LR by 10 from this optimizer step on")
     parser.add_argument("--stop-when-behind", action="store_true",
-                        help="let the monitor stop the run when it falls behind its trend")
+                        help="let the monitor stop the run when it falls behind its trend or diverges")
     parser.add_argument("--max-steps", type=positive_int, default=None, help="override the preset's steps")
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
