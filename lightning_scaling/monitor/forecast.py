@@ -103,6 +103,11 @@ class Forecast:
         return out
 
 
+BAND_BACK = 512
+"""``Forecast.band`` starts at the newest this-many fitted points (the trend check anchors a fit
+to at most 400 observations before its data end)."""
+
+
 def make_forecast(
     arrays: dict[str, np.ndarray],
     *,
@@ -195,7 +200,11 @@ def make_forecast(
             if math.isfinite(x_end):
                 x_far = max(x_far, 1.01 * x_end)
         if x_last > 0:
-            xs = np.geomspace(x_last, x_far, 513)
+            # from the newest BAND_BACK points on, so the trend check anchors a fit to the loss
+            # before its data end from this table, not by evaluating the fit on the training thread
+            x_back = float(np.min(np.sort(x_fit)[-BAND_BACK:]))
+            back = np.geomspace(x_back, x_last, 129)[:-1] if 0 < x_back < x_last else np.zeros(0)
+            xs = np.concatenate([back, np.geomspace(x_last, x_far, 513)])
             _lo, hi = fit.interval(xs, level=band_level or level)
             band = (xs, np.asarray(fit.predict(xs), dtype=float), np.asarray(hi, dtype=float))
 

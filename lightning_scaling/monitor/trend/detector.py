@@ -155,18 +155,19 @@ class TrendDetector:
         """
         if fit is None or not getattr(fit, "ok", False):
             return False
-        self._fits.append((int(data_step), fit, str(axis), band, self._anchor_of(fit, int(data_step), str(axis))))
+        self._fits.append((int(data_step), fit, str(axis), band,
+                           self._anchor_of(fit, int(data_step), str(axis), band)))
         self._dirty = True
         return True
 
-    def _anchor_of(self, fit: Any, data_step: int, axis: str) -> tuple[float, float]:
+    def _anchor_of(self, fit: Any, data_step: int, axis: str, band: Any = None) -> tuple[float, float]:
         try:
             factor = anchor_factor(fit, axis, data_step, self.recent, 2 * self.window, self.clipper.spread,
-                                   self.clipper.noise)
+                                   self.clipper.noise, band)
             end = [o[1].get(axis, math.nan) for o in self.recent if o[0] <= data_step]
             band0 = 0.0
             if end and math.isfinite(end[-1]):
-                mean, hi, _ = tabulate(fit, None, float(end[-1]), self.level)
+                mean, hi, _ = tabulate(fit, band, float(end[-1]), self.level)
                 band0 = max(0.0, hi / mean - 1.0) if math.isfinite(mean) and mean > 0 and math.isfinite(hi) else 0.0
         except Exception:  # a fit that cannot be evaluated here is tried (and reported) by the checks
             return (1.0, 0.0)

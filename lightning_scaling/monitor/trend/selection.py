@@ -89,14 +89,15 @@ def robust_mean(values: np.ndarray, noise: float) -> float:
 
 
 def anchor_factor(fit: Any, axis: str, data_step: int, recent: Iterable[tuple], span: int, spread: float,
-                  noise: float) -> float:
+                  noise: float, table: Any = None) -> float:
     """The factor that makes ``fit`` pass through the loss observed just before its data ended.
 
     ``recent``: observations ``(step, {"step": .., "tokens": .., "flops": ..}, loss)``, oldest
     first; the last ``span`` of them at or before ``data_step`` are used (fewer than
     ``span // 2`` of them, or a non-finite prediction: 1.0, no anchoring). ``spread``: the
     robust relative spread of one observation (``CLIP`` of it clips single spikes);
-    ``noise``: the sd of one clipped observation. The factor is
+    ``noise``: the sd of one clipped observation; ``table``: the fit's band table (``tabulate``),
+    read where it spans the observations. The factor is
     the robust mean of loss / expected over them, its distance from 1 shrunk by the
     variance of that mean (``noise^2 / n``).
     """
@@ -107,7 +108,10 @@ def anchor_factor(fit: Any, axis: str, data_step: int, recent: Iterable[tuple], 
     ys = np.array([c[1] for c in chosen], dtype=float)
     if not np.isfinite(xs).all():
         return 1.0
-    expected = np.atleast_1d(np.asarray(fit.predict(xs), dtype=float))
+    if table is not None and table[0][0] <= xs.min() and xs.max() <= table[0][-1]:
+        expected = np.interp(xs, table[0], table[1])
+    else:
+        expected = np.atleast_1d(np.asarray(fit.predict(xs), dtype=float))
     ok = np.isfinite(expected) & (expected > 0) & np.isfinite(ys)
     if ok.sum() < max(2, int(span) // 2):
         return 1.0
