@@ -183,7 +183,12 @@ class _MonitorLogic:
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(monitor=self.monitor, x_axis=self.x_axis)
+        # Lightning reads it several times a step: made once per (monitor, x_axis)
+        key = (self.monitor, self.x_axis)
+        cached = getattr(self, "_state_key_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._state_key_cache = (key, self._generate_state_key(monitor=self.monitor, x_axis=self.x_axis))
+        return cached[1]
 
     def add_sink(self, sink: Any) -> None:
         """Register an object notified on rank zero (see ``sinks``)."""
