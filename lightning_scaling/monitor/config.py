@@ -102,9 +102,7 @@ class StopConfig:
 
     Args:
         forecast_above: stop when, in ``forecast_patience`` forecasts in a row, even the
-            optimistic (lower) end of the 98% interval at the planned end is above this loss
-            (``stopping.STOP_LEVEL``: a stop cannot be taken back, so it needs more than the
-            90% interval shown).
+            optimistic (lower) end of the interval at the planned end is above this loss.
         behind_trend: stop while a behind-trend warning stands.
         divergence: stop when the loss is NaN/inf or spiked for several steps.
         worse_than_reference: stop when the run is worse than its ``reference=`` (needs one).

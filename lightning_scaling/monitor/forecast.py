@@ -29,7 +29,6 @@ import numpy as np
 from ..core.compute import project_compute, step_at_compute
 from ..core.plain import plain
 from ..errors import InvalidInputError
-from .stopping import STOP_LEVEL
 
 AXES = ("step", "tokens", "flops")
 """The compute axes a fit can run on."""
@@ -51,9 +50,6 @@ class Forecast:
         final_loss: expected loss at ``target_step`` (loss units; NaN when the planned end is
             unknown or the fit failed).
         lower, upper: the ``level`` prediction interval at ``target_step``.
-        stop_lower: the lower end of the ``stopping.STOP_LEVEL`` (98%) interval there: the
-            optimistic end the forecast stop rule asks to miss its target (a stop cannot be
-            taken back, so it needs more than the interval shown).
         level: the interval's probability content.
         law: name of the fitted law ("none" when no fit was possible).
         target_step: the planned last optimizer step, or None when unknown.
@@ -87,7 +83,6 @@ class Forecast:
     steps_to_target: float = math.nan
     tokens_to_target: float = math.nan
     flops_to_target: float = math.nan
-    stop_lower: float = math.nan
     diagnostics: dict = field(default_factory=dict)
     fit: Any = field(default=None, repr=False, compare=False)
     band: Any = field(default=None, repr=False, compare=False)
@@ -175,7 +170,7 @@ def make_forecast(
             return step_value
         return project_compute(steps, arrays[fit_axis], step_value)
 
-    final = lower = upper = stop_lower = math.nan
+    final = lower = upper = math.nan
     target_tokens = target_flops = math.nan
     if target_step is not None and math.isfinite(target_step):
         x_end = to_axis(float(target_step))
@@ -183,7 +178,6 @@ def make_forecast(
             final = _f(fit.predict(x_end))
             lo, hi = fit.interval(x_end, level=level)
             lower, upper = _f(lo), _f(hi)
-            stop_lower = _f(fit.interval(x_end, level=STOP_LEVEL)[0])
         target_tokens = project_compute(steps, arrays["tokens"], float(target_step))
         target_flops = project_compute(steps, arrays["flops"], float(target_step))
 
@@ -243,7 +237,6 @@ def make_forecast(
         steps_to_target=float(steps_to),
         tokens_to_target=float(tokens_to),
         flops_to_target=float(flops_to),
-        stop_lower=stop_lower,
         diagnostics=diagnostics,
         fit=fit,
         band=band,

@@ -21,11 +21,6 @@ from typing import Any
 
 from .config import StopConfig
 
-STOP_LEVEL = 0.98
-"""The interval whose optimistic (lower) end the forecast rule asks to miss the target: a stop
-cannot be taken back, so it needs more than the 90% interval shown (1% of final losses below
-that end, where the interval is honest)."""
-
 
 class StopReason(Enum):
     """Why the monitor stopped a run (as Lightning's ``EarlyStoppingReason``); falsy when it did not."""
@@ -61,9 +56,8 @@ def evaluate_stopping_criteria(
     - ``divergence``: the loss is non-finite, or spiked for several steps in a row (``diverged``);
     - ``behind_trend``: a behind-trend episode is going on (``behind``);
     - ``forecast_above``: the newest ``forecast_patience`` forecasts (objects with ``lower``,
-      ``upper``, ``final_loss``, ``level``, ``target_step`` and ``stop_lower``, the lower end
-      of their ``STOP_LEVEL`` interval, else ``lower``) all put even that optimistic end at the
-      planned end above it;
+      ``upper``, ``final_loss``, ``level``, ``target_step``) all put even the optimistic (lower)
+      end of their interval at the planned end above it;
     - ``worse_than_reference``: the reference check says stop (``worse_than_reference``, with
       its ``reference_message``).
     """
@@ -78,27 +72,14 @@ def evaluate_stopping_criteria(
     patience = max(1, rules.forecast_patience)
     if target is not None and known_end:
         latest = list(recent_forecasts)[-patience:]
-        if len(latest) >= patience and all(math.isfinite(_optimistic(f)[0]) and _optimistic(f)[0] > target
-                                           for f in latest):
+        if len(latest) >= patience and all(math.isfinite(f.lower) and f.lower > target for f in latest):
             f = latest[-1]
-            end, level = _optimistic(f)
-            which = "its optimistic end" if level == f.level else \
-                f"the optimistic end of its {100 * level:.0f}% interval, {end:.4g},"
             return StopReason.FORECAST_ABOVE, (
                 f"forecast above target: at step {step:,} the forecast final loss at step "
                 f"{f.target_step:,} is {f.final_loss:.4g}, {100 * f.level:.0f}% interval "
-                f"[{f.lower:.4g}, {f.upper:.4g}]; even {which} misses the target {target:.4g} "
-                f"(in {len(latest)} forecasts in a row)"
+                f"[{f.lower:.4g}, {f.upper:.4g}]; even its optimistic end misses the target "
+                f"{target:.4g} (in {len(latest)} forecasts in a row)"
             )
     if rules.worse_than_reference and worse_than_reference:
         return StopReason.WORSE_THAN_REFERENCE, reference_message
     return StopReason.NOT_STOPPED, None
-
-
-def _optimistic(forecast: Any) -> tuple[float, float]:
-    """The end the forecast rule tests and its interval's level: ``stop_lower`` (``STOP_LEVEL``),
-    else ``lower`` (the forecast's own level)."""
-    value = getattr(forecast, "stop_lower", math.nan)
-    if isinstance(value, float) and math.isfinite(value):
-        return value, STOP_LEVEL
-    return forecast.lower, forecast.level
