@@ -5,7 +5,7 @@ recorded loss (and LR schedule, where recorded) through ``pytorch_lightning.Trai
 the monitor. ``lr_schedules`` replays its per-step *training* loss (``train_loss``: one
 batch's, about 4% of noise per observation), since that is what the monitor follows in real
 use; ``lr_schedules`` and ``algoperf`` drive the trainer's scheduler with the exact LR of
-every step, expanded from ``schedules.json`` (see ``expand_schedule``).
+every step, expanded from ``schedules.json`` (``_curves.Curve.schedule``).
 
 - clean: the unmodified curve. A forecast must exist at 25% of the run; no behind-trend
   warning may fire.
@@ -63,66 +63,6 @@ MIN_TRUTH_POINTS = 20
 """Measured points the truth of a replayed training loss averages at least."""
 
 
-def expand_schedule(spec: dict, logged_step=None, logged_lr=None) -> np.ndarray:
-    """The LR of every optimizer step 0..T of a ``schedules.json`` entry (lr_schedules, algoperf).
-
-    Warm-up (linear from ``warmup_start_frac`` of the peak, or torch's OneCycleLR cosine
-    warm-up), then constant, cosine (to ``final_lr_frac``) or WSD (a linear or sqrt cooldown
-    from ``decay_start``); ``"logged"`` (two-stage runs): the logged LR, linearly interpolated.
-    Checked against the CSVs' logged LR to within 4e-7 of the peak (the data README).
-    """
-    T = int(spec["total_steps"])
-    s = np.arange(T + 1, dtype=float)
-    kind = spec["type"]
-    if kind == "logged":
-        return np.interp(s, logged_step, logged_lr)
-    peak = float(spec["peak_lr"])
-    warm = int(spec.get("warmup_steps", 0))
-    start = float(spec.get("warmup_start_frac", 0.0)) * peak
-    final = float(spec.get("final_lr_frac", 0.0)) * peak
-    lr = np.full(T + 1, peak)
-
-    def one_cycle(a, b, pct):
-        return b + (a - b) / 2.0 * (np.cos(np.pi * pct) + 1.0)
-
-    if kind == "cosine" and str(spec.get("warmup_shape", "")).startswith("cosine"):
-        # torch's OneCycleLR(anneal_strategy="cos"): phase 1 ends at step warm - 1, phase 2 at T - 1
-        end1 = float(warm) - 1.0
-        up = s <= end1
-        lr[up] = one_cycle(start, peak, s[up] / end1)
-        lr[~up] = one_cycle(peak, final, (s[~up] - end1) / (T - 1 - end1))
-        lr[s > T - 1] = final
-        return lr
-    if warm > 0:
-        up = s < warm
-        lr[up] = start + (peak - start) * s[up] / warm
-    if kind == "constant":
-        return lr
-    if kind == "cosine":
-        down = s >= warm
-        lr[down] = final + (peak - final) * 0.5 * (1 + np.cos(np.pi * (s[down] - warm) / (T - warm)))
-        return lr
-    if kind == "wsd":
-        ds = int(spec["decay_start"])
-        down = s >= ds
-        frac = (s[down] - ds) / (T - ds)
-        shape = 1 - frac if spec["decay_type"] == "linear" else 1 - np.sqrt(frac)
-        lr[down] = final + (peak - final) * shape
-        return lr
-    raise ValueError(f"unknown schedule type {kind!r}")
-
-
-def load_schedules(data_dir, set_name: str) -> dict:
-    """``schedules.json`` of a set (empty when it has none)."""
-    from _curves import DEFAULT_DATA
-
-    path = os.path.join(str(data_dir or DEFAULT_DATA), "curves", set_name, "schedules.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as fh:
-        return json.load(fh)
-
-
 def train_loss_column(curve, data_dir=None) -> np.ndarray:
     """The ``train_loss`` column of a curve's CSV (NaN where blank)."""
     from _curves import DEFAULT_DATA
@@ -133,19 +73,19 @@ def train_loss_column(curve, data_dir=None) -> np.ndarray:
     return np.array([float(r["train_loss"]) if r.get("train_loss") not in (None, "") else math.nan for r in rows])
 
 
-def replayed(curve, schedules: dict, data_dir=None) -> tuple[dict, float]:
+def replayed(curve, data_dir=None) -> tuple[dict, float]:
     """The arrays a ``ReplayModule`` replays for ``curve`` and the true final loss to score against.
 
     With an exact schedule: one row per optimizer step 0..T (loss blank where not measured),
     the LR of every step, tokens ``step * tokens_per_step`` when known.
     """
     loss = train_loss_column(curve, data_dir) if curve.set in TRAIN_LOSS_SETS else curve.loss
-    spec = schedules.get(curve.run)
+    spec = curve.spec
     step, lr, tokens = curve.step, curve.lr, curve.tokens
     if spec is not None:
         T = int(spec["total_steps"])
         full = np.arange(T + 1, dtype=float)
-        lr = expand_schedule(spec, curve.step[np.isfinite(curve.lr)], curve.lr[np.isfinite(curve.lr)])
+        lr = curve.schedule()
         per_step = np.full(T + 1, math.nan)
         keep = np.isfinite(loss) & (curve.step <= T)
         per_step[curve.step[keep].astype(int)] = loss[keep]
@@ -229,7 +169,7 @@ def _behind_steps(mon) -> list[int]:
 def evaluate_curve(curve, trials: int, seed: int, parts=("clean", "fault", "stop"), data=None) -> dict:
     _quiet()
     rng = np.random.default_rng(seed)
-    arrays, truth = replayed(curve, load_schedules(data, curve.set), data)
+    arrays, truth = replayed(curve, data)
     t0 = time.perf_counter()
     row: dict = {"set": curve.set, "run": curve.run}
 
