@@ -290,6 +290,17 @@ def robust_scale(r: np.ndarray, w: np.ndarray) -> float:
     return max(mad_sd(u), 1e-6)
 
 
+def prior_pair(name: str, spec) -> tuple[float, float]:
+    """``prior[name]`` as a checked (mean, sd) pair; InvalidInputError when it is not one."""
+    try:
+        mu, sd = (float(v) for v in spec)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"prior[{name!r}] must be a (mean, sd) pair of numbers") from None
+    if not (math.isfinite(mu) and math.isfinite(sd) and sd > 0):
+        raise InvalidInputError(f"prior[{name!r}] needs a finite mean and a positive sd")
+    return mu, sd
+
+
 def _split_prior(law: Law, prior) -> tuple[list, list]:
     """``prior`` as (index, mean, sd) lists: on the linear coefficients, and on theta."""
     prior_lin, prior_nl = [], []
@@ -298,12 +309,7 @@ def _split_prior(law: Law, prior) -> tuple[list, list]:
     if not isinstance(prior, dict):
         raise InvalidInputError("prior must be a dict {parameter name: (mean, sd)}")
     for name, spec in prior.items():
-        try:
-            mu, sd = (float(v) for v in spec)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"prior[{name!r}] must be a (mean, sd) pair of numbers") from None
-        if not (math.isfinite(mu) and math.isfinite(sd) and sd > 0):
-            raise InvalidInputError(f"prior[{name!r}] needs a finite mean and a positive sd")
+        mu, sd = prior_pair(name, spec)
         if name in law.nonlinear:
             prior_nl.append((law.nonlinear.index(name), mu, sd))
         elif name in law.linear:

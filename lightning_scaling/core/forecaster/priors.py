@@ -13,6 +13,7 @@ from ...errors import InvalidInputError
 from .. import calibration as cal
 from ..calibration import ForecastConstants
 from ..curvefit import CurveFit
+from ..solver import prior_pair
 from .grid import GainPrior
 from .law import LAW_NAME
 
@@ -41,16 +42,6 @@ class Priors:
 def default_priors(constants: ForecastConstants) -> Priors:
     gain = GainPrior(math.log(constants.gain_rho), constants.gain_log_sd, cal.GAIN_BROAD_WEIGHT, *cal.GAIN_RANGE)
     return Priors(tuple(constants.alpha_prior), gain, None, "calibrated")
-
-
-def _pair(name: str, spec) -> tuple[float, float]:
-    try:
-        mu, sd = (float(v) for v in spec)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"prior[{name!r}] must be a (mean, sd) pair of numbers") from None
-    if not (math.isfinite(mu) and math.isfinite(sd) and sd > 0):
-        raise InvalidInputError(f"prior[{name!r}] needs a finite mean and a positive sd")
-    return mu, sd
 
 
 def _fit_dicts(prior) -> list[dict] | None:
@@ -82,7 +73,7 @@ def resolve_priors(prior, constants: ForecastConstants, with_schedule: bool) -> 
         for name, spec in prior.items():
             if name not in PRIOR_NAMES:
                 raise InvalidInputError(f"unknown prior parameter {name!r} (known: {', '.join(PRIOR_NAMES)})")
-            mu, sd = _pair(name, spec)
+            mu, sd = prior_pair(name, spec)
             if name == "alpha":
                 alpha = (mu, sd)
             elif mu <= 0:
